@@ -1,0 +1,82 @@
+//! The base directory: created when missing, checked, and held open as a
+//! descriptor that every other operation is relative to.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
+
+use super::error::{io_error, Error, Result};
+use super::sys;
+
+#[derive(Debug)]
+pub struct BaseDir {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+impl BaseDir {
+    /// Creates `path` (and its parents) with `mode` when missing, opens it and
+    /// refuses a directory that others could tamper with.
+    pub fn open(path: &Path, mode: u32, allow_foreign_owner: bool) -> Result<Self> {
+        // recursive(true) tolerates another process creating it at the same time.
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(mode)
+            .create(path)
+            .map_err(|e| io_error("create directory", path, e))?;
+        let cpath = CString::new(path.as_os_str().as_bytes()).map_err(|e| {
+            io_error(
+                "open directory",
+                path,
+                io::Error::new(io::ErrorKind::InvalidInput, e),
+            )
+        })?;
+        let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC;
+        let fd = sys::openat(libc::AT_FDCWD, &cpath, flags, 0)
+            .map_err(|e| io_error("open directory", path, e))?;
+        let st = sys::fstat(fd.as_raw_fd()).map_err(|e| io_error("stat directory", path, e))?;
+        check_safe(path, &st, allow_foreign_owner)?;
+        Ok(BaseDir {
+            fd,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The full path of an entry, for error messages.
+    pub fn join(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+}
+
+fn check_safe(path: &Path, st: &libc::stat, allow_foreign_owner: bool) -> Result<()> {
+    let insecure = |reason: String| Error::InsecureDir {
+        path: path.to_path_buf(),
+        reason,
+    };
+    if st.st_mode & 0o002 != 0 && st.st_mode & libc::S_ISVTX == 0 {
+        return Err(insecure(format!(
+            "it is world-writable (mode {:o}) without the sticky bit, so anyone could replace status files; \
+             use a private directory or `chmod o-w` it",
+            st.st_mode & 0o7777
+        )));
+    }
+    let me = unsafe { libc::geteuid() };
+    if !allow_foreign_owner && st.st_uid != me && st.st_uid != 0 {
+        return Err(insecure(format!(
+            "it is owned by uid {} and we run as uid {me}; use a directory of our own",
+            st.st_uid
+        )));
+    }
+    Ok(())
+}

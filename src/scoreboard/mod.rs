@@ -1,0 +1,321 @@
+//! A process scoreboard, compatible byte for byte with Perl's
+//! Parallel::Scoreboard 0.08: each worker writes its status into its own file
+//! `status_<id>` under one directory and holds an exclusive `flock` on it for
+//! as long as it lives; a manager reads them all, and a file whose lock it can
+//! take belongs to a dead worker and is removed.
+//!
+//! Over the Perl module it adds: descriptor-relative file operations that
+//! never follow a symlink, a check of the directory's owner and mode, readers
+//! that never touch a writer's `.tmp` file, a bounded reader for hostile
+//! files, one system call per update, and fork detection without `getpid`.
+//!
+//! ```
+//! use prefork::scoreboard::Scoreboard;
+//!
+//! let dir = tempfile::tempdir()?;
+//! let mut board = Scoreboard::new(dir.path().join("board"))?;
+//! board.update(b"GET /index.html")?;
+//!
+//! let all = board.read_all()?;
+//! let me = std::process::id().to_string();
+//! assert_eq!(all[&me].status, b"GET /index.html");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+mod dir;
+mod error;
+mod reader;
+pub mod record;
+mod sys;
+mod writer;
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::SystemTime;
+
+use dir::BaseDir;
+pub use error::{Error, Result};
+pub use writer::ForkRegistrar;
+use writer::OwnFile;
+
+/// The variable naming the descriptor of a worker's own, already locked,
+/// status file (set by the prefork supervisor).
+pub const STATUS_FD_VAR: &str = "PREFORK_STATUS_FD";
+/// The variable naming the scoreboard directory (set by the prefork supervisor).
+pub const DIR_VAR: &str = "PREFORK_SCOREBOARD_DIR";
+
+/// The default limit on the size of a status a reader will load.
+pub const DEFAULT_MAX_STATUS_LEN: usize = 64 * 1024 * 1024;
+
+/// One live worker's entry on the board.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerStatus {
+    /// The status bytes, exactly as the worker wrote them.
+    pub status: Vec<u8>,
+    /// When the worker last wrote its file (its mtime): every update counts,
+    /// even one that writes the same status again.
+    pub updated: SystemTime,
+}
+
+type IdFn = Box<dyn Fn() -> String + Send + Sync>;
+
+/// A handle on a scoreboard directory, for a worker (which [`update`]s its own
+/// status) or a manager (which reads everyone's), or both.
+///
+/// [`update`]: Scoreboard::update
+pub struct Scoreboard {
+    dir: BaseDir,
+    worker_id: Option<IdFn>,
+    file: Option<OwnFile>,
+    max_status_len: usize,
+}
+
+impl std::fmt::Debug for Scoreboard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scoreboard")
+            .field("base_dir", &self.dir.path())
+            .field("custom_worker_id", &self.worker_id.is_some())
+            .field("file", &self.file)
+            .finish()
+    }
+}
+
+/// Options for opening a [`Scoreboard`].
+pub struct Builder {
+    base_dir: PathBuf,
+    dir_mode: u32,
+    worker_id: Option<IdFn>,
+    allow_foreign_owner: bool,
+    max_status_len: usize,
+    remove_own_stale_file: bool,
+}
+
+impl Builder {
+    /// Starts with the mandatory base directory.
+    pub fn new(base_dir: impl Into<PathBuf>) -> Self {
+        Builder {
+            base_dir: base_dir.into(),
+            dir_mode: 0o700,
+            worker_id: None,
+            allow_foreign_owner: false,
+            max_status_len: DEFAULT_MAX_STATUS_LEN,
+            remove_own_stale_file: true,
+        }
+    }
+
+    /// The mode of directories the scoreboard creates (default `0o700`,
+    /// before the umask).
+    pub fn dir_mode(mut self, mode: u32) -> Self {
+        self.dir_mode = mode;
+        self
+    }
+
+    /// A function returning this process's worker id, called on every update
+    /// as Parallel::Scoreboard's `worker_id` is (default: the process id).
+    pub fn worker_id(mut self, id: impl Fn() -> String + Send + Sync + 'static) -> Self {
+        self.worker_id = Some(Box::new(id));
+        self
+    }
+
+    /// Accepts a base directory owned by another user: for a monitor that
+    /// only reads someone else's board. (A world-writable directory without
+    /// the sticky bit is refused all the same.)
+    pub fn allow_foreign_owner(mut self, allow: bool) -> Self {
+        self.allow_foreign_owner = allow;
+        self
+    }
+
+    /// The largest status a reader loads (default 64 MiB); a larger record
+    /// is skipped with a warning rather than allocated.
+    pub fn max_status_len(mut self, len: usize) -> Self {
+        self.max_status_len = len;
+        self
+    }
+
+    /// Creates the directory when missing, checks it, and removes a stale
+    /// file of this process's own id, as Parallel::Scoreboard does.
+    pub fn build(self) -> Result<Scoreboard> {
+        writer::watch_forks();
+        let dir = BaseDir::open(&self.base_dir, self.dir_mode, self.allow_foreign_owner)?;
+        let board = Scoreboard {
+            dir,
+            worker_id: self.worker_id,
+            file: None,
+            max_status_len: self.max_status_len,
+        };
+        if self.remove_own_stale_file {
+            let (_, name) = writer::names(&board.current_id())?;
+            let _ = sys::unlinkat(board.dir.fd(), &name);
+        }
+        Ok(board)
+    }
+}
+
+/// Set once a handle has adopted `PREFORK_STATUS_FD`: a second adoption
+/// would own the same descriptor twice.
+static ADOPTED: AtomicBool = AtomicBool::new(false);
+
+impl Scoreboard {
+    /// Opens (creating when missing, mode 0700) the scoreboard in `base_dir`.
+    pub fn new(base_dir: impl Into<PathBuf>) -> Result<Self> {
+        Builder::new(base_dir).build()
+    }
+
+    /// Options beyond the base directory.
+    pub fn builder(base_dir: impl Into<PathBuf>) -> Builder {
+        Builder::new(base_dir)
+    }
+
+    /// The handle of a worker started by the prefork supervisor: adopts the
+    /// locked status file passed as descriptor `PREFORK_STATUS_FD` in
+    /// `PREFORK_SCOREBOARD_DIR`, or creates one there when no usable
+    /// descriptor was passed (for example in a process the worker forked).
+    pub fn from_env() -> Result<Self> {
+        let dir = std::env::var_os(DIR_VAR);
+        let fd = std::env::var_os(STATUS_FD_VAR);
+        let dir = match (dir, fd.as_ref()) {
+            (None, None) => return Err(Error::NotUnderPrefork),
+            (None, Some(fd)) => {
+                return Err(Error::BadEnv {
+                    var: DIR_VAR,
+                    value: String::new(),
+                    reason: format!(
+                        "it is unset while {STATUS_FD_VAR}={} is set; both are set by prefork",
+                        fd.to_string_lossy()
+                    ),
+                })
+            }
+            (Some(dir), _) => dir,
+        };
+        let mut builder = Builder::new(dir);
+        builder.remove_own_stale_file = false;
+        let mut board = builder.build()?;
+        if let Some(fd) = fd {
+            board.file = board.adopt(fd)?;
+        }
+        Ok(board)
+    }
+
+    fn adopt(&self, value: OsString) -> Result<Option<OwnFile>> {
+        let text = value.to_string_lossy().into_owned();
+        let bad = |reason: &str| Error::BadEnv {
+            var: STATUS_FD_VAR,
+            value: text.clone(),
+            reason: reason.to_string(),
+        };
+        let fd: RawFd = text
+            .parse()
+            .ok()
+            .filter(|fd| *fd >= 0)
+            .ok_or_else(|| bad("not a descriptor number"))?;
+        let id = std::process::id().to_string();
+        let (_, name) = writer::names(&id)?;
+        // Adopt only the file that really is ours: after a fork, or in a
+        // program started by a worker, this number may be closed or be
+        // something else entirely. Then we make our own file instead.
+        let (Ok(passed), Ok(named)) = (sys::fstat(fd), sys::stat_at(self.dir.fd(), &name)) else {
+            return Ok(None);
+        };
+        if !sys::same_file(&passed, &named) {
+            return Ok(None);
+        }
+        if ADOPTED.swap(true, Ordering::SeqCst) {
+            return Err(bad("already adopted by another Scoreboard in this process"));
+        }
+        // Our own children must not inherit the lock: a grandchild holding it
+        // would keep a dead worker looking alive.
+        unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        // SAFETY: the descriptor is the status file the supervisor opened for
+        // this process, and the ADOPTED flag makes us its only owner.
+        let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+        Ok(Some(OwnFile::adopt(owned, id)))
+    }
+
+    /// The base directory.
+    pub fn base_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// This process's worker id.
+    pub fn current_id(&self) -> String {
+        match &self.worker_id {
+            Some(id) => id(),
+            None => match &self.file {
+                Some(file) if file.is_owned_here() => file.id().to_string(),
+                _ => std::process::id().to_string(),
+            },
+        }
+    }
+
+    /// Saves this worker's status: one positioned write once the file is
+    /// open. The first update in a process (including the first after a
+    /// `fork`, which leaves the parent's file alone) creates and locks the
+    /// process's own file.
+    pub fn update(&mut self, status: &[u8]) -> Result<()> {
+        if !self.file_is_current() {
+            if let Some(inherited) = self.file.take() {
+                inherited.close(&self.dir);
+            }
+            self.file = Some(OwnFile::create(&self.dir, self.current_id())?);
+        }
+        let file = self.file.as_ref().expect("opened above");
+        file.write(&self.dir, status)
+    }
+
+    fn file_is_current(&self) -> bool {
+        match (&self.file, &self.worker_id) {
+            (Some(file), None) => file.is_owned_here(),
+            (Some(file), Some(id)) => file.is_owned_here() && file.id() == id(),
+            (None, _) => false,
+        }
+    }
+
+    /// The statuses of all live workers that have written at least once,
+    /// keyed by worker id. Files of dead workers are removed on the way.
+    pub fn read_all(&self) -> Result<HashMap<String, WorkerStatus>> {
+        let own_id = self.current_id();
+        let mut all = HashMap::new();
+        let mut buf = Vec::new();
+        reader::scan(&self.dir, Some(&own_id), |file| {
+            let path = || {
+                self.dir
+                    .join(&format!("status_{}", file.id))
+                    .display()
+                    .to_string()
+            };
+            if let Some(status) = reader::read_status(&file, &mut buf, self.max_status_len, path) {
+                let entry = WorkerStatus {
+                    status: status.to_vec(),
+                    updated: reader::mtime(&file.stat),
+                };
+                all.insert(file.id.to_string(), entry);
+            }
+        })?;
+        Ok(all)
+    }
+
+    /// Removes the status files of dead workers.
+    pub fn cleanup(&self) -> Result<()> {
+        reader::scan(&self.dir, Some(&self.current_id()), |_| {})
+    }
+
+    /// What a child process needs to put itself on the board between `fork`
+    /// and `exec` without allocating. `None` with a custom worker id, which
+    /// only the id function can compute.
+    pub fn fork_registrar(&self) -> Option<ForkRegistrar> {
+        self.worker_id.is_none().then_some(ForkRegistrar {
+            dir_fd: self.dir.fd(),
+        })
+    }
+}
+
+impl Drop for Scoreboard {
+    fn drop(&mut self) {
+        if let Some(file) = self.file.take() {
+            file.close(&self.dir);
+        }
+    }
+}

@@ -1,0 +1,181 @@
+//! The manager's side: list the directory, tell live workers from dead ones
+//! by their lock, read the live ones' records, remove the dead ones' files.
+//!
+//! Everything in the directory is untrusted: a reader skips what it cannot
+//! use, never panics on it, and never sizes an allocation by a header.
+
+use std::ffi::CStr;
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use nix::dir::{Dir, Type};
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
+
+use super::dir::BaseDir;
+use super::error::{io_error, Result};
+use super::record::{self, Parsed, HEADER_LEN};
+use super::sys;
+
+/// How many times a record whose checksum fails is read again before it is
+/// skipped, as in Parallel::Scoreboard.
+const READ_ATTEMPTS: usize = 10;
+
+/// The first read of a file takes this much; a longer record grows the buffer.
+const INITIAL_READ: usize = 64 * 1024;
+
+/// A live worker's status file, as found by a directory scan.
+pub struct LiveFile<'a> {
+    pub id: &'a str,
+    pub fd: RawFd,
+    pub stat: libc::stat,
+}
+
+/// Calls `visit` for each live worker's status file, and removes the files
+/// of dead workers on the way. `own_id`'s file is treated as live without
+/// probing its lock (we hold it through another descriptor).
+pub fn scan(
+    dir: &BaseDir,
+    own_id: Option<&str>,
+    mut visit: impl FnMut(LiveFile<'_>),
+) -> Result<()> {
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+    let mut listing = Dir::openat(Some(dir.fd()), ".", flags, Mode::empty())
+        .map_err(|e| io_error("list directory", dir.path(), e.into()))?;
+    for entry in listing.iter() {
+        // An entry that vanishes or fails mid-listing is simply not there.
+        let Ok(entry) = entry else { continue };
+        let name = entry.file_name();
+        let Some(id) = status_id(name) else { continue };
+        // Anything but a regular file (a symlink, a directory, a FIFO) is
+        // skipped without opening it; DT_UNKNOWN is settled by fstat below.
+        if matches!(entry.file_type(), Some(t) if t != Type::File) {
+            continue;
+        }
+        let Ok(file) = sys::open_existing(dir.fd(), name) else {
+            continue; // vanished, a symlink (ELOOP), or not ours to read
+        };
+        let Ok(stat) = sys::fstat(file.as_raw_fd()) else {
+            continue;
+        };
+        if !sys::is_regular(&stat) {
+            continue;
+        }
+        if own_id != Some(id) {
+            match sys::try_lock(file.as_raw_fd()) {
+                Ok(true) => {
+                    remove_dead(dir, name, &stat);
+                    continue;
+                }
+                Ok(false) => {}
+                Err(_) => continue,
+            }
+        }
+        visit(LiveFile {
+            id,
+            fd: file.as_raw_fd(),
+            stat,
+        });
+    }
+    Ok(())
+}
+
+/// The id in `status_<id>`; `None` for any other name, including a writer's
+/// `status_<id>.tmp`, which a reader must never touch (unlinking it made the
+/// writer's rename fail in Parallel::Scoreboard 0.08).
+pub fn status_id(name: &CStr) -> Option<&str> {
+    let id = name.to_bytes().strip_prefix(b"status_")?;
+    if id.is_empty() || id.ends_with(b".tmp") {
+        return None;
+    }
+    std::str::from_utf8(id).ok()
+}
+
+/// Removes a dead worker's file, unless the name has meanwhile been taken by
+/// a new worker's file (its pid reused). Another reader removing it first is
+/// no error, nor is a directory we may not write to.
+fn remove_dead(dir: &BaseDir, name: &CStr, locked: &libc::stat) {
+    match sys::stat_at(dir.fd(), name) {
+        Ok(now) if sys::same_file(&now, locked) => {}
+        _ => return,
+    }
+    if let Err(e) = sys::unlinkat(dir.fd(), name) {
+        match e.raw_os_error() {
+            Some(libc::ENOENT) | Some(libc::EACCES) | Some(libc::EPERM) | Some(libc::EROFS) => {}
+            _ => log::warn!(
+                "cannot remove the status file of a dead worker {}: {e}",
+                dir.path().join(name.to_string_lossy().as_ref()).display()
+            ),
+        }
+    }
+}
+
+/// Reads the record of an open status file into `buf` (grown as needed, up
+/// to `max_status_len`), returning the status when its checksum holds.
+/// `None` for a file never written, or one that stays torn or corrupt.
+pub fn read_status<'b>(
+    file: &LiveFile<'_>,
+    buf: &'b mut Vec<u8>,
+    max_status_len: usize,
+    path: impl Fn() -> String,
+) -> Option<&'b [u8]> {
+    let limit = HEADER_LEN.saturating_add(max_status_len);
+    if buf.len() < INITIAL_READ.min(limit) {
+        buf.resize(INITIAL_READ.min(limit), 0);
+    }
+    let mut attempts = 0;
+    let mut len = 0;
+    while attempts < READ_ATTEMPTS {
+        len = match sys::pread_full(file.fd, buf) {
+            Ok(n) => n,
+            Err(e) => {
+                log::warn!("cannot read {}: {e}; skipping it", path());
+                return None;
+            }
+        };
+        match record::parse(&buf[..len]) {
+            Parsed::Valid(_) => break,
+            Parsed::Empty => return None,
+            Parsed::Incomplete { needed } if len == buf.len() => {
+                // The buffer was too small. Grow it to what the header asks,
+                // but only if the file really is that large (never by the
+                // header's word alone) and within the limit.
+                if needed > limit as u64 {
+                    log::warn!(
+                        "{} announces a status of {} bytes, above the reader's limit of {max_status_len}; skipping it",
+                        path(),
+                        needed - HEADER_LEN as u64
+                    );
+                    return None;
+                }
+                let size = sys::fstat(file.fd).map_or(0, |st| st.st_size.max(0) as u64);
+                if needed <= size {
+                    buf.resize(needed as usize, 0);
+                } else {
+                    attempts += 1;
+                }
+            }
+            Parsed::Incomplete { .. } | Parsed::Mismatch => attempts += 1,
+        }
+    }
+    match record::parse(&buf[..len]) {
+        Parsed::Valid(status) => Some(status),
+        _ => {
+            log::warn!(
+                "failed to read a consistent status from {} in {READ_ATTEMPTS} attempts; skipping it",
+                path()
+            );
+            None
+        }
+    }
+}
+
+/// The time a status file was last written.
+pub fn mtime(stat: &libc::stat) -> SystemTime {
+    let nanos = Duration::new(stat.st_mtime.unsigned_abs(), stat.st_mtime_nsec as u32);
+    if stat.st_mtime >= 0 {
+        UNIX_EPOCH + nanos
+    } else {
+        UNIX_EPOCH - nanos
+    }
+}
