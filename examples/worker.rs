@@ -1,0 +1,42 @@
+//! An example worker that reports on the scoreboard: run it under prefork,
+//!
+//!     prefork --workers 4 -- target/release/examples/worker
+//!
+//! then `kill -USR1 <master pid>` to see what every worker is doing.
+//! It "serves" a simulated request every few hundred milliseconds, says so on
+//! the board, and stops cleanly on SIGTERM.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use prefork::scoreboard::Scoreboard;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let mut board = Scoreboard::from_env()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&stop))?;
+
+    let slot = std::env::var("PREFORK_WORKER_SLOT").unwrap_or_default();
+    let mut random = std::process::id() as u64 | 1;
+    let mut served = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        board.update(format!("idle slot={slot} served={served}").as_bytes())?;
+        std::thread::sleep(Duration::from_millis(100 + next(&mut random) % 200));
+
+        let item = next(&mut random) % 1000;
+        board.update(format!("GET /items/{item} slot={slot} served={served}").as_bytes())?;
+        std::thread::sleep(Duration::from_millis(50 + next(&mut random) % 250));
+        served += 1;
+    }
+    board.update(format!("stopping after {served} requests").as_bytes())?;
+    Ok(())
+}
+
+/// xorshift64: enough randomness for a demo, without a dependency.
+fn next(state: &mut u64) -> u64 {
+    *state ^= *state << 13;
+    *state ^= *state >> 7;
+    *state ^= *state << 17;
+    *state
+}

@@ -1,0 +1,100 @@
+//! The supervisor's effective configuration: plain data, validated, with
+//! the defaults in one place. The master loop sees only this.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// A ceiling on the worker count: beyond it a typo (an extra zero) would
+/// fork-bomb the machine.
+pub const MAX_WORKERS: usize = 4096;
+
+/// Everything the master needs to run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Program and arguments of every worker.
+    pub command: Vec<OsString>,
+    pub workers: usize,
+    /// `None`: a private directory on a memory-backed filesystem, removed at exit.
+    pub scoreboard_dir: Option<PathBuf>,
+    pub graceful_timeout: Duration,
+    pub working_directory: Option<PathBuf>,
+    /// Extra environment variables for the workers.
+    pub env: Vec<(OsString, OsString)>,
+    pub backoff: Backoff,
+}
+
+/// Crash-loop protection: a worker that dies within `min_uptime` of its
+/// start delays its slot's next spawn, `initial` doubling up to `max`. The
+/// first quick death in a row is replaced at once: one worker killed by
+/// accident (or by an operator) must not cost a slot its capacity; a second
+/// one in a row is a loop.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Backoff {
+    pub min_uptime: Duration,
+    pub initial: Duration,
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            min_uptime: Duration::from_secs(1),
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Backoff {
+    /// The delay before the next spawn after `failures` quick deaths in a row.
+    pub fn delay(&self, failures: u32) -> Duration {
+        if failures <= 1 {
+            return Duration::ZERO;
+        }
+        let doublings = (failures - 2).min(31);
+        self.initial.saturating_mul(1 << doublings).min(self.max)
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            command: Vec::new(),
+            workers: 1,
+            scoreboard_dir: None,
+            graceful_timeout: Duration::from_secs(30),
+            working_directory: None,
+            env: Vec::new(),
+            backoff: Backoff::default(),
+        }
+    }
+}
+
+/// The worker count must be at least 1 and at most [`MAX_WORKERS`].
+pub fn check_workers(n: usize) -> Result<(), String> {
+    match n {
+        0 => Err("the number of workers must be at least 1".into()),
+        n if n > MAX_WORKERS => Err(format!(
+            "{n} workers is above the ceiling of {MAX_WORKERS}; run several masters for more"
+        )),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let b = Backoff::default();
+        assert_eq!(b.delay(0), Duration::ZERO);
+        assert_eq!(b.delay(1), Duration::ZERO);
+        assert_eq!(b.delay(2), Duration::from_millis(100));
+        assert_eq!(b.delay(3), Duration::from_millis(200));
+        assert_eq!(b.delay(5), Duration::from_millis(800));
+        assert_eq!(b.delay(20), Duration::from_secs(30));
+        assert_eq!(b.delay(u32::MAX), Duration::from_secs(30));
+    }
+}

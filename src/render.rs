@@ -1,0 +1,106 @@
+//! Rendering the board for people: the SIGUSR1 dump and `prefork status`
+//! share this, so a status looks the same wherever it is read.
+
+use std::fmt::Write;
+use std::time::Duration;
+
+/// One line of the board. Fields the reader does not know are `None` and
+/// print as `-`.
+#[derive(Debug, Clone, Default)]
+pub struct Row {
+    pub slot: Option<usize>,
+    pub id: String,
+    pub uptime: Option<Duration>,
+    /// Time since the worker last wrote its status; `None`: never written.
+    pub since_update: Option<Duration>,
+    pub restarts: Option<u64>,
+    /// How the slot's previous worker ended.
+    pub last_exit: Option<String>,
+    pub status: Option<Vec<u8>>,
+}
+
+/// A header line, then one aligned line per row.
+pub fn table(header: &str, rows: &[Row]) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "{header}");
+    let _ = writeln!(
+        out,
+        "{:>5} {:>8} {:>9} {:>11} {:>8} {:<12} STATUS",
+        "SLOT", "PID", "UPTIME", "LAST-UPDATE", "RESTARTS", "LAST-EXIT"
+    );
+    for row in rows {
+        let dash = || "-".to_string();
+        let _ = writeln!(
+            out,
+            "{:>5} {:>8} {:>9} {:>11} {:>8} {:<12} {}",
+            row.slot.map_or_else(dash, |s| s.to_string()),
+            row.id,
+            row.uptime.map_or_else(dash, secs),
+            row.since_update
+                .map_or_else(dash, |d| format!("{} ago", secs(d))),
+            row.restarts.map_or_else(dash, |r| r.to_string()),
+            row.last_exit.clone().unwrap_or_else(dash),
+            row.status
+                .as_deref()
+                .map_or_else(|| "(no status yet)".to_string(), escape),
+        );
+    }
+    out
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.1}s", d.as_secs_f64())
+}
+
+/// The status as one printable line: printable ASCII and valid UTF-8 text
+/// as is; control characters, backslashes and invalid bytes escaped.
+pub fn escape(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\r' => out.push_str("\\r"),
+                '\t' => out.push_str("\\t"),
+                c if c.is_control() => {
+                    let _ = write!(out, "\\u{{{:x}}}", c as u32);
+                }
+                c => out.push(c),
+            }
+        }
+        for b in chunk.invalid() {
+            let _ = write!(out, "\\x{b:02x}");
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_what_a_terminal_would_interpret() {
+        assert_eq!(escape(b"GET /foo"), "GET /foo");
+        assert_eq!(escape(b"a\nb\tc\\"), "a\\nb\\tc\\\\");
+        assert_eq!(escape(b"\x1b[31mred"), "\\u{1b}[31mred");
+        assert_eq!(escape(b"\xff\x00ok"), "\\xff\\u{0}ok");
+        assert_eq!(escape("caf\u{e9}".as_bytes()), "caf\u{e9}");
+    }
+
+    #[test]
+    fn a_worker_without_status_still_gets_its_line() {
+        let rows = [Row {
+            slot: Some(0),
+            id: "42".into(),
+            ..Row::default()
+        }];
+        let text = table("board", &rows);
+        assert_eq!(text.lines().count(), 3);
+        assert!(
+            text.contains("42") && text.contains("(no status yet)"),
+            "{text}"
+        );
+    }
+}

@@ -1,0 +1,525 @@
+//! The master: a single-threaded loop that keeps N workers running.
+//!
+//! Each turn of the loop waits in `poll` on the signal self-pipe, with a
+//! timeout that ends at the nearest deadline (a backoff, a kill escalation);
+//! then it handles the signals, reaps every child that has exited, enforces
+//! the deadlines that have passed and starts the workers that are due. No
+//! sleeping, no threads: a signal is acted on as soon as it arrives.
+
+mod signals;
+mod slots;
+mod spawn;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{bail, Context, Result};
+use nix::errno::Errno;
+use nix::sys::signal::{killpg, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+use crate::config::Config;
+use crate::render;
+use crate::scoreboard::Scoreboard;
+use signals::{Request, Signals};
+use slots::{Draining, Ended, Slot};
+use spawn::{SpawnError, Spawner};
+
+/// A start-up failure with its own exit code (126, 127), reported before
+/// any other worker is forked.
+#[derive(Debug)]
+pub struct StartFailure {
+    pub code: u8,
+    pub message: String,
+}
+
+impl std::fmt::Display for StartFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for StartFailure {}
+
+struct Stopping {
+    deadline: Instant,
+    killed: bool,
+}
+
+pub struct Master {
+    config: Config,
+    board: Scoreboard,
+    /// The directory we created (removed when dropped, after `board`).
+    owned_dir: Option<tempfile::TempDir>,
+    spawner: Spawner,
+    signals: Signals,
+    slots: Vec<Slot>,
+    draining: Vec<Draining>,
+    stopping: Option<Stopping>,
+}
+
+/// Runs the master until a requested shutdown has completed.
+pub fn run(config: Config) -> Result<()> {
+    let mut master = Master::start(config)?;
+    master.start_first_worker()?;
+    master.run_loop();
+    master.finish();
+    Ok(())
+}
+
+impl Master {
+    fn start(config: Config) -> Result<Self> {
+        spawn::reserve_status_fd()
+            .context("cannot reserve descriptor 3 for the workers' status files")?;
+        // Signals first: a SIGCHLD or SIGTERM from the very first worker
+        // must not be lost, nor kill us with its default action.
+        let signals = Signals::install().context("cannot install signal handlers")?;
+        become_subreaper();
+        let (dir, owned_dir) = match &config.scoreboard_dir {
+            Some(dir) => (dir.clone(), None),
+            None => {
+                let tmp = private_board_dir()?;
+                (tmp.path().to_path_buf(), Some(tmp))
+            }
+        };
+        let board = Scoreboard::new(&dir)
+            .with_context(|| format!("cannot open the scoreboard in {}", dir.display()))?;
+        let registrar = board
+            .fork_registrar()
+            .expect("the master's scoreboard uses process ids");
+        let spawner = Spawner::new(
+            &config.command,
+            &config.env,
+            config.working_directory.clone(),
+            dir.clone(),
+            registrar,
+        );
+        log::info!(
+            "prefork master pid={} starting {} worker(s) of `{}`, scoreboard {}",
+            std::process::id(),
+            config.workers,
+            spawner.command_line(),
+            dir.display()
+        );
+        let now = Instant::now();
+        Ok(Master {
+            slots: (0..config.workers).map(|_| Slot::new(now)).collect(),
+            config,
+            board,
+            owned_dir,
+            spawner,
+            signals,
+            draining: Vec::new(),
+            stopping: None,
+        })
+    }
+
+    /// Starts slot 0 alone: a command that cannot be run fails here, with
+    /// exit code 127 or 126, before any other worker is forked.
+    fn start_first_worker(&mut self) -> Result<()> {
+        match self.spawner.spawn(0) {
+            Ok(pid) => {
+                self.slots[0].started(pid, Instant::now());
+                log::info!("spawned worker pid={pid} slot=0");
+                Ok(())
+            }
+            Err(SpawnError::Exec(e)) => {
+                let code = if e.raw_os_error() == Some(libc::ENOENT) {
+                    127
+                } else {
+                    126
+                };
+                Err(StartFailure {
+                    code,
+                    message: format!("cannot run `{}`: {e}", self.spawner.command_line()),
+                }
+                .into())
+            }
+            Err(e) => bail!(
+                "cannot start the first worker of `{}`: {e}",
+                self.spawner.command_line()
+            ),
+        }
+    }
+
+    fn run_loop(&mut self) {
+        loop {
+            self.spawn_due();
+            if self.stopping.is_some() && self.is_empty() {
+                return;
+            }
+            self.wait_for_event();
+            for request in self.signals.pending() {
+                self.handle(request);
+            }
+            self.reap();
+            self.enforce_deadlines();
+        }
+    }
+
+    fn wait_for_event(&self) {
+        let timeout = match self.next_deadline() {
+            None => -1,
+            Some(at) => {
+                let left = at.saturating_duration_since(Instant::now());
+                // Round up: waking a millisecond early would spin.
+                left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32
+            }
+        };
+        let mut fds = [libc::pollfd {
+            fd: self.signals.fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        // EINTR is a wakeup like any other.
+        unsafe { libc::poll(fds.as_mut_ptr(), 1, timeout) };
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        let spawns = self
+            .slots
+            .iter()
+            .filter(|s| s.pid.is_none() && self.stopping.is_none())
+            .map(|s| s.not_before);
+        let drains = self
+            .draining
+            .iter()
+            .filter(|d| !d.killed)
+            .map(|d| d.deadline);
+        let stop = self
+            .stopping
+            .iter()
+            .filter(|s| !s.killed)
+            .map(|s| s.deadline);
+        spawns.chain(drains).chain(stop).min()
+    }
+
+    fn handle(&mut self, request: Request) {
+        match request {
+            Request::Reap => {} // reaping happens every turn
+            Request::Stop if self.stopping.is_some() => self.stop_now("second stop signal"),
+            Request::Stop => self.stop_gracefully(),
+            Request::StopNow => self.stop_now("SIGQUIT"),
+            Request::Dump => self.dump(),
+            Request::AddWorker => self.add_worker(),
+            Request::RemoveWorker => self.remove_worker(),
+            Request::Reload => {
+                log::warn!("SIGHUP: configuration reload is not supported yet; ignored")
+            }
+        }
+    }
+
+    /// Reaps every child that has exited: workers, and anything reparented
+    /// to us as a subreaper.
+    fn reap(&mut self) {
+        loop {
+            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => self.on_exit(pid, Ended::Exited(code)),
+                Ok(WaitStatus::Signaled(pid, sig, _)) => self.on_exit(pid, Ended::Signaled(sig)),
+                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
+                Ok(_) | Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    log::error!("waitpid failed: {e}");
+                    break;
+                }
+            }
+        }
+        self.forget_empty_groups();
+    }
+
+    fn on_exit(&mut self, pid: Pid, how: Ended) {
+        let now = Instant::now();
+        if let Some(index) = self.slots.iter().position(|s| s.pid == Some(pid)) {
+            let slot = &mut self.slots[index];
+            let uptime = now.duration_since(slot.started);
+            let delay = slot.ended(how.clone(), now, &self.config.backoff);
+            log::info!(
+                "worker pid={pid} slot={index} ended ({how}) after {:.3}s",
+                uptime.as_secs_f64()
+            );
+            if !delay.is_zero() && self.stopping.is_none() {
+                log::warn!(
+                    "slot={index} is crash-looping ({} quick deaths in a row): next start in {}",
+                    slot.failures,
+                    crate::duration::display(delay)
+                );
+            }
+            self.drain_leftovers(pid);
+        } else if let Some(group) = self
+            .draining
+            .iter_mut()
+            .find(|d| d.pgid == pid && d.leader_alive)
+        {
+            group.leader_alive = false;
+            log::info!("retired worker pid={pid} ended ({how})");
+        } else {
+            // Not a worker: a grandchild reparented to us. It changes nothing.
+            log::debug!("reaped pid={pid} ({how}), not a worker");
+        }
+    }
+
+    /// What a dead worker left in its process group gets the same graceful
+    /// end as a retired worker, so that nothing outlives its worker.
+    fn drain_leftovers(&mut self, pgid: Pid) {
+        if killpg(pgid, None).is_err() {
+            return; // the group is empty
+        }
+        let signal = if self.stopping.as_ref().is_some_and(|s| s.killed) {
+            Signal::SIGKILL
+        } else {
+            Signal::SIGTERM
+        };
+        let _ = killpg(pgid, signal);
+        log::info!("terminating what worker pid={pgid} left in its process group");
+        self.draining.push(Draining {
+            pgid,
+            leader_alive: false,
+            deadline: Instant::now() + self.config.graceful_timeout,
+            killed: signal == Signal::SIGKILL,
+        });
+    }
+
+    /// Drops groups whose leader is reaped and that have no member left.
+    fn forget_empty_groups(&mut self) {
+        self.draining
+            .retain(|d| d.leader_alive || killpg(d.pgid, None).is_ok());
+    }
+
+    fn enforce_deadlines(&mut self) {
+        let now = Instant::now();
+        for group in self
+            .draining
+            .iter_mut()
+            .filter(|d| !d.killed && d.deadline <= now)
+        {
+            log::warn!(
+                "process group {} did not exit within the graceful timeout: SIGKILL",
+                group.pgid
+            );
+            let _ = killpg(group.pgid, Signal::SIGKILL);
+            group.killed = true;
+        }
+        if self
+            .stopping
+            .as_ref()
+            .is_some_and(|s| !s.killed && s.deadline <= now)
+        {
+            self.stop_now("graceful timeout expired");
+        }
+    }
+
+    fn spawn_due(&mut self) {
+        if self.stopping.is_some() {
+            return;
+        }
+        let now = Instant::now();
+        for index in 0..self.slots.len() {
+            let slot = &self.slots[index];
+            if slot.pid.is_some() || slot.not_before > now {
+                continue;
+            }
+            match self.spawner.spawn(index) {
+                Ok(pid) => {
+                    let slot = &mut self.slots[index];
+                    slot.started(pid, Instant::now());
+                    match slot.restarts {
+                        0 => log::info!("spawned worker pid={pid} slot={index}"),
+                        n => log::info!("spawned worker pid={pid} slot={index} (restart {n})"),
+                    }
+                }
+                Err(e) => {
+                    let slot = &mut self.slots[index];
+                    let delay = slot.ended(Ended::SpawnFailed, now, &self.config.backoff);
+                    log::error!(
+                        "cannot start worker slot={index} `{}`: {e}; next attempt in {}",
+                        self.spawner.command_line(),
+                        crate::duration::display(delay)
+                    );
+                }
+            }
+        }
+    }
+
+    fn stop_gracefully(&mut self) {
+        let timeout = self.config.graceful_timeout;
+        log::info!(
+            "graceful shutdown: SIGTERM to {} worker(s), SIGKILL after {}",
+            self.live_workers(),
+            crate::duration::display(timeout)
+        );
+        self.stopping = Some(Stopping {
+            deadline: Instant::now() + timeout,
+            killed: false,
+        });
+        self.signal_all(Signal::SIGTERM);
+    }
+
+    fn stop_now(&mut self, why: &str) {
+        log::info!(
+            "immediate shutdown ({why}): SIGKILL to {} worker(s)",
+            self.live_workers()
+        );
+        self.stopping = Some(Stopping {
+            deadline: Instant::now(),
+            killed: true,
+        });
+        self.signal_all(Signal::SIGKILL);
+        for group in &mut self.draining {
+            group.killed = true;
+        }
+    }
+
+    fn signal_all(&self, signal: Signal) {
+        let workers = self.slots.iter().filter_map(|s| s.pid);
+        let groups = self.draining.iter().map(|d| d.pgid);
+        for pgid in workers.chain(groups) {
+            let _ = killpg(pgid, signal);
+        }
+    }
+
+    fn add_worker(&mut self) {
+        if self.stopping.is_some() {
+            return;
+        }
+        if let Err(e) = crate::config::check_workers(self.slots.len() + 1) {
+            log::warn!("SIGTTIN ignored: {e}");
+            return;
+        }
+        self.slots.push(Slot::new(Instant::now()));
+        log::info!("SIGTTIN: {} worker(s) now", self.slots.len());
+    }
+
+    fn remove_worker(&mut self) {
+        if self.stopping.is_some() || self.slots.len() <= 1 {
+            log::info!("SIGTTOU ignored: never fewer than one worker");
+            return;
+        }
+        let slot = self.slots.pop().expect("more than one slot");
+        log::info!("SIGTTOU: {} worker(s) now", self.slots.len());
+        if let Some(pid) = slot.pid {
+            self.retire(pid);
+        }
+    }
+
+    /// SIGTERM to a worker's group, SIGKILL after the graceful timeout.
+    fn retire(&mut self, pid: Pid) {
+        log::info!("retiring worker pid={pid}: SIGTERM");
+        let _ = killpg(pid, Signal::SIGTERM);
+        self.draining.push(Draining {
+            pgid: pid,
+            leader_alive: true,
+            deadline: Instant::now() + self.config.graceful_timeout,
+            killed: false,
+        });
+    }
+
+    fn live_workers(&self) -> usize {
+        self.slots.iter().filter(|s| s.pid.is_some()).count()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.live_workers() == 0 && self.draining.is_empty()
+    }
+
+    /// Prints the board on standard output (SIGUSR1).
+    fn dump(&self) {
+        let statuses = match self.board.read_all() {
+            Ok(statuses) => statuses,
+            Err(e) => {
+                log::error!("SIGUSR1: cannot read the scoreboard: {e}");
+                Default::default()
+            }
+        };
+        let now = Instant::now();
+        let wall = SystemTime::now();
+        let rows: Vec<render::Row> = self
+            .slots
+            .iter()
+            .enumerate()
+            .map(|(index, slot)| {
+                let entry = slot.pid.and_then(|pid| statuses.get(&pid.to_string()));
+                render::Row {
+                    slot: Some(index),
+                    id: slot.pid.map_or_else(|| "-".to_string(), |p| p.to_string()),
+                    uptime: slot.pid.map(|_| now.duration_since(slot.started)),
+                    since_update: entry
+                        .map(|e| wall.duration_since(e.updated).unwrap_or(Duration::ZERO)),
+                    restarts: Some(slot.restarts),
+                    last_exit: slot.last_end.as_ref().map(|e| e.to_string()),
+                    status: entry.map(|e| e.status.clone()),
+                }
+            })
+            .collect();
+        let header = format!(
+            "prefork master pid={} workers={}/{} scoreboard={}",
+            std::process::id(),
+            self.live_workers(),
+            self.slots.len(),
+            self.board.base_dir().display()
+        );
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        if let Err(e) = out
+            .write_all(render::table(&header, &rows).as_bytes())
+            .and_then(|()| out.flush())
+        {
+            log::warn!("SIGUSR1: cannot write the board to standard output: {e}");
+        }
+    }
+
+    /// After the last worker: remove their files, and our directory.
+    fn finish(self) {
+        if let Err(e) = self.board.cleanup() {
+            log::warn!("cannot clean the scoreboard: {e}");
+        }
+        let dir = self.board.base_dir().to_path_buf();
+        drop(self.board);
+        if let Some(owned) = self.owned_dir {
+            if let Err(e) = owned.close() {
+                log::warn!(
+                    "cannot remove the scoreboard directory {}: {e}",
+                    dir.display()
+                );
+            }
+        }
+        log::info!("all workers stopped; exiting");
+    }
+}
+
+fn become_subreaper() {
+    // Orphaned grandchildren are reparented to us, so we reap them (no
+    // zombies, even as PID 1 in a container) and see their groups empty.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } < 0 {
+        log::warn!(
+            "cannot become a child subreaper: {}; orphans of workers go to init",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
+/// A new private directory on a memory-backed filesystem: a status file on
+/// disk can block its writer (gunicorn's heartbeat file on /tmp did).
+fn private_board_dir() -> Result<tempfile::TempDir> {
+    let candidates = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain([PathBuf::from("/dev/shm"), std::env::temp_dir()]);
+    let mut last_error = None;
+    for base in candidates {
+        match tempfile::Builder::new()
+            .prefix("prefork-")
+            .tempdir_in(&base)
+        {
+            Ok(dir) => return Ok(dir),
+            Err(e) => last_error = Some((base, e)),
+        }
+    }
+    let (base, e) = last_error.expect("at least one candidate");
+    Err(e).with_context(|| {
+        format!(
+            "cannot create a scoreboard directory in {} (pass --scoreboard DIR)",
+            base.display()
+        )
+    })
+}
