@@ -9,3 +9,10 @@ mod scoreboard_fork;
 mod scoreboard_interop;
 mod scoreboard_safety;
 mod scoreboard_stress;
+
+// The supervisor, through the real binary.
+mod harness;
+mod supervisor_env;
+mod supervisor_failures;
+mod supervisor_lifecycle;
+mod supervisor_signals;
