@@ -29,6 +29,19 @@ pub struct Opts {
     #[arg(long, value_name = "DURATION", value_parser = duration::parse, default_value = "30s")]
     pub graceful_timeout: Duration,
 
+    /// Replace a worker whose status has not been updated for this long
+    /// (0: never) [default: off]
+    #[arg(short = 't', long, value_name = "DURATION", value_parser = duration::parse)]
+    pub timeout: Option<Duration>,
+
+    /// How long a stuck worker gets between SIGTERM and SIGKILL
+    #[arg(long, value_name = "DURATION", value_parser = duration::parse, default_value = "5s")]
+    pub kill_timeout: Duration,
+
+    /// How often the master reads the scoreboard
+    #[arg(long, value_name = "DURATION", value_parser = parse_interval, default_value = "1s")]
+    pub check_interval: Duration,
+
     /// The worker command and its arguments
     #[arg(last = true, required = true, value_name = "COMMAND")]
     pub command: Vec<OsString>,
@@ -61,9 +74,17 @@ impl Opts {
                 .min(MAX_WORKERS),
             scoreboard_dir: self.scoreboard_dir,
             graceful_timeout: self.graceful_timeout,
+            timeout: self.timeout.filter(|t| !t.is_zero()),
+            kill_timeout: self.kill_timeout,
+            check_interval: self.check_interval,
             ..Config::default()
         }
     }
+}
+
+fn parse_interval(text: &str) -> Result<Duration, String> {
+    let interval = duration::parse(text)?;
+    crate::config::check_interval(interval).map(|()| interval)
 }
 
 fn default_workers() -> usize {

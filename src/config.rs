@@ -18,6 +18,13 @@ pub struct Config {
     /// `None`: a private directory on a memory-backed filesystem, removed at exit.
     pub scoreboard_dir: Option<PathBuf>,
     pub graceful_timeout: Duration,
+    /// A worker whose status file has not been written for this long is
+    /// stuck and replaced. `None`: silent workers are never killed.
+    pub timeout: Option<Duration>,
+    /// How long a stuck worker gets between SIGTERM and SIGKILL.
+    pub kill_timeout: Duration,
+    /// How often the master reads the board.
+    pub check_interval: Duration,
     pub working_directory: Option<PathBuf>,
     /// Extra environment variables for the workers.
     pub env: Vec<(OsString, OsString)>,
@@ -64,6 +71,9 @@ impl Default for Config {
             workers: 1,
             scoreboard_dir: None,
             graceful_timeout: Duration::from_secs(30),
+            timeout: None,
+            kill_timeout: Duration::from_secs(5),
+            check_interval: Duration::from_secs(1),
             working_directory: None,
             env: Vec::new(),
             backoff: Backoff::default(),
@@ -80,6 +90,14 @@ pub fn check_workers(n: usize) -> Result<(), String> {
         )),
         _ => Ok(()),
     }
+}
+
+/// The check interval must be positive: 0 would make the master spin.
+pub fn check_interval(interval: Duration) -> Result<(), String> {
+    if interval < Duration::from_millis(10) {
+        return Err("the check interval must be at least 10ms".into());
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -27,6 +27,7 @@ mod error;
 mod reader;
 pub mod record;
 mod sys;
+mod watch;
 mod writer;
 
 use std::collections::HashMap;
@@ -38,6 +39,7 @@ use std::time::SystemTime;
 
 use dir::BaseDir;
 pub use error::{Error, Result};
+pub use watch::{FileState, WatchedFile};
 pub use writer::ForkRegistrar;
 use writer::OwnFile;
 
@@ -279,7 +281,7 @@ impl Scoreboard {
         let own_id = self.current_id();
         let mut all = HashMap::new();
         let mut buf = Vec::new();
-        reader::scan(&self.dir, Some(&own_id), |file| {
+        reader::scan(&self.dir, Some(&own_id), &|_| false, |file| {
             let path = || {
                 self.dir
                     .join(&format!("status_{}", file.id))
@@ -299,7 +301,26 @@ impl Scoreboard {
 
     /// Removes the status files of dead workers.
     pub fn cleanup(&self) -> Result<()> {
-        reader::scan(&self.dir, Some(&self.current_id()), |_| {})
+        reader::scan(&self.dir, Some(&self.current_id()), &|_| false, |_| {})
+    }
+
+    /// Removes the files of dead workers, passing over the ids for which
+    /// `known` is true without opening them: for a supervisor, which watches
+    /// its own workers through [`WatchedFile`]s, this is one directory
+    /// listing plus the cost of the files it does not know.
+    pub fn cleanup_unknown(&self, known: impl Fn(&str) -> bool) -> Result<()> {
+        reader::scan(&self.dir, Some(&self.current_id()), &known, |_| {})
+    }
+
+    /// Opens worker `id`'s status file for watching (see [`WatchedFile`]).
+    pub fn watch(&self, id: &str) -> Result<WatchedFile> {
+        WatchedFile::open(&self.dir, id, self.max_status_len)
+    }
+
+    /// Removes `file`'s entry, if the name still refers to that file (and not
+    /// to a successor that reused the id). Call it once its worker is gone.
+    pub fn remove(&self, file: &WatchedFile) {
+        file.remove(&self.dir)
     }
 
     /// What a child process needs to put itself on the board between `fork`

@@ -33,10 +33,13 @@ pub struct LiveFile<'a> {
 
 /// Calls `visit` for each live worker's status file, and removes the files
 /// of dead workers on the way. `own_id`'s file is treated as live without
-/// probing its lock (we hold it through another descriptor).
+/// probing its lock (we hold it through another descriptor). Ids for which
+/// `known` is true are passed over without even being opened: a supervisor
+/// watches its own workers' files through descriptors it keeps open.
 pub fn scan(
     dir: &BaseDir,
     own_id: Option<&str>,
+    known: &dyn Fn(&str) -> bool,
     mut visit: impl FnMut(LiveFile<'_>),
 ) -> Result<()> {
     let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
@@ -47,6 +50,9 @@ pub fn scan(
         let Ok(entry) = entry else { continue };
         let name = entry.file_name();
         let Some(id) = status_id(name) else { continue };
+        if known(id) {
+            continue;
+        }
         // Anything but a regular file (a symlink, a directory, a FIFO) is
         // skipped without opening it; DT_UNKNOWN is settled by fstat below.
         if matches!(entry.file_type(), Some(t) if t != Type::File) {
@@ -94,7 +100,7 @@ pub fn status_id(name: &CStr) -> Option<&str> {
 /// Removes a dead worker's file, unless the name has meanwhile been taken by
 /// a new worker's file (its pid reused). Another reader removing it first is
 /// no error, nor is a directory we may not write to.
-fn remove_dead(dir: &BaseDir, name: &CStr, locked: &libc::stat) {
+pub fn remove_dead(dir: &BaseDir, name: &CStr, locked: &libc::stat) {
     match sys::stat_at(dir.fd(), name) {
         Ok(now) if sys::same_file(&now, locked) => {}
         _ => return,

@@ -6,12 +6,14 @@
 //! the deadlines that have passed and starts the workers that are due. No
 //! sleeping, no threads: a signal is acted on as soon as it arrives.
 
+mod checks;
+mod dump;
 mod signals;
 mod slots;
 mod spawn;
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use nix::errno::Errno;
@@ -20,8 +22,8 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use crate::config::Config;
-use crate::render;
-use crate::scoreboard::Scoreboard;
+use crate::scoreboard::{Scoreboard, WatchedFile};
+use checks::Clocks;
 use signals::{Request, Signals};
 use slots::{Draining, Ended, Slot};
 use spawn::{SpawnError, Spawner};
@@ -57,6 +59,10 @@ pub struct Master {
     slots: Vec<Slot>,
     draining: Vec<Draining>,
     stopping: Option<Stopping>,
+    /// When the board is read next; advanced by whole intervals, so the
+    /// schedule does not drift.
+    next_check: Instant,
+    clocks: Clocks,
 }
 
 /// Runs the master until a requested shutdown has completed.
@@ -103,6 +109,7 @@ impl Master {
             dir.display()
         );
         let now = Instant::now();
+        let config_check_interval = config.check_interval;
         Ok(Master {
             slots: (0..config.workers).map(|_| Slot::new(now)).collect(),
             config,
@@ -112,6 +119,8 @@ impl Master {
             signals,
             draining: Vec::new(),
             stopping: None,
+            next_check: now + config_check_interval,
+            clocks: Clocks::now(),
         })
     }
 
@@ -120,8 +129,7 @@ impl Master {
     fn start_first_worker(&mut self) -> Result<()> {
         match self.spawner.spawn(0) {
             Ok(pid) => {
-                self.slots[0].started(pid, Instant::now());
-                log::info!("spawned worker pid={pid} slot=0");
+                self.started(0, pid);
                 Ok(())
             }
             Err(SpawnError::Exec(e)) => {
@@ -155,6 +163,9 @@ impl Master {
             }
             self.reap();
             self.enforce_deadlines();
+            if self.stopping.is_none() && Instant::now() >= self.next_check {
+                self.check_board();
+            }
         }
     }
 
@@ -192,7 +203,8 @@ impl Master {
             .iter()
             .filter(|s| !s.killed)
             .map(|s| s.deadline);
-        spawns.chain(drains).chain(stop).min()
+        let check = self.stopping.is_none().then_some(self.next_check);
+        spawns.chain(drains).chain(stop).chain(check).min()
     }
 
     fn handle(&mut self, request: Request) {
@@ -232,6 +244,9 @@ impl Master {
         let now = Instant::now();
         if let Some(index) = self.slots.iter().position(|s| s.pid == Some(pid)) {
             let slot = &mut self.slots[index];
+            if let Some(file) = slot.file.take() {
+                self.board.remove(&file);
+            }
             let uptime = now.duration_since(slot.started);
             let delay = slot.ended(how.clone(), now, &self.config.backoff);
             log::info!(
@@ -252,6 +267,9 @@ impl Master {
             .find(|d| d.pgid == pid && d.leader_alive)
         {
             group.leader_alive = false;
+            if let Some(file) = group.file.take() {
+                self.board.remove(&file);
+            }
             log::info!("retired worker pid={pid} ended ({how})");
         } else {
             // Not a worker: a grandchild reparented to us. It changes nothing.
@@ -270,13 +288,18 @@ impl Master {
         } else {
             Signal::SIGTERM
         };
-        let _ = killpg(pgid, signal);
         log::info!("terminating what worker pid={pgid} left in its process group");
+        if signal == Signal::SIGKILL {
+            let _ = killpg(pgid, signal);
+        } else {
+            terminate_group(pgid);
+        }
         self.draining.push(Draining {
             pgid,
             leader_alive: false,
             deadline: Instant::now() + self.config.graceful_timeout,
             killed: signal == Signal::SIGKILL,
+            file: None,
         });
     }
 
@@ -320,14 +343,7 @@ impl Master {
                 continue;
             }
             match self.spawner.spawn(index) {
-                Ok(pid) => {
-                    let slot = &mut self.slots[index];
-                    slot.started(pid, Instant::now());
-                    match slot.restarts {
-                        0 => log::info!("spawned worker pid={pid} slot={index}"),
-                        n => log::info!("spawned worker pid={pid} slot={index} (restart {n})"),
-                    }
-                }
+                Ok(pid) => self.started(index, pid),
                 Err(e) => {
                     let slot = &mut self.slots[index];
                     let delay = slot.ended(Ended::SpawnFailed, now, &self.config.backoff);
@@ -338,6 +354,26 @@ impl Master {
                     );
                 }
             }
+        }
+    }
+
+    /// Records a new worker and opens its status file, which the child
+    /// created before exec.
+    fn started(&mut self, index: usize, pid: Pid) {
+        let file = match self.board.watch(&pid.to_string()) {
+            Ok(file) => Some(file),
+            Err(e) => {
+                log::warn!(
+                    "worker pid={pid} slot={index}: {e}; it cannot be checked for being stuck"
+                );
+                None
+            }
+        };
+        let slot = &mut self.slots[index];
+        slot.started(pid, Instant::now(), file);
+        match slot.restarts {
+            0 => log::info!("spawned worker pid={pid} slot={index}"),
+            n => log::info!("spawned worker pid={pid} slot={index} (restart {n})"),
         }
     }
 
@@ -374,7 +410,10 @@ impl Master {
         let workers = self.slots.iter().filter_map(|s| s.pid);
         let groups = self.draining.iter().map(|d| d.pgid);
         for pgid in workers.chain(groups) {
-            let _ = killpg(pgid, signal);
+            match signal {
+                Signal::SIGTERM => terminate_group(pgid),
+                _ => drop(killpg(pgid, signal)),
+            }
         }
     }
 
@@ -395,22 +434,23 @@ impl Master {
             log::info!("SIGTTOU ignored: never fewer than one worker");
             return;
         }
-        let slot = self.slots.pop().expect("more than one slot");
+        let mut slot = self.slots.pop().expect("more than one slot");
         log::info!("SIGTTOU: {} worker(s) now", self.slots.len());
         if let Some(pid) = slot.pid {
-            self.retire(pid);
+            log::info!("retiring worker pid={pid}: SIGTERM");
+            self.retire(pid, slot.file.take(), self.config.graceful_timeout);
         }
     }
 
-    /// SIGTERM to a worker's group, SIGKILL after the graceful timeout.
-    fn retire(&mut self, pid: Pid) {
-        log::info!("retiring worker pid={pid}: SIGTERM");
-        let _ = killpg(pid, Signal::SIGTERM);
+    /// SIGTERM to a worker's group, SIGKILL after `timeout`.
+    fn retire(&mut self, pid: Pid, file: Option<WatchedFile>, timeout: Duration) {
+        terminate_group(pid);
         self.draining.push(Draining {
             pgid: pid,
             leader_alive: true,
-            deadline: Instant::now() + self.config.graceful_timeout,
+            deadline: Instant::now() + timeout,
             killed: false,
+            file,
         });
     }
 
@@ -420,52 +460,6 @@ impl Master {
 
     fn is_empty(&self) -> bool {
         self.live_workers() == 0 && self.draining.is_empty()
-    }
-
-    /// Prints the board on standard output (SIGUSR1).
-    fn dump(&self) {
-        let statuses = match self.board.read_all() {
-            Ok(statuses) => statuses,
-            Err(e) => {
-                log::error!("SIGUSR1: cannot read the scoreboard: {e}");
-                Default::default()
-            }
-        };
-        let now = Instant::now();
-        let wall = SystemTime::now();
-        let rows: Vec<render::Row> = self
-            .slots
-            .iter()
-            .enumerate()
-            .map(|(index, slot)| {
-                let entry = slot.pid.and_then(|pid| statuses.get(&pid.to_string()));
-                render::Row {
-                    slot: Some(index),
-                    id: slot.pid.map_or_else(|| "-".to_string(), |p| p.to_string()),
-                    uptime: slot.pid.map(|_| now.duration_since(slot.started)),
-                    since_update: entry
-                        .map(|e| wall.duration_since(e.updated).unwrap_or(Duration::ZERO)),
-                    restarts: Some(slot.restarts),
-                    last_exit: slot.last_end.as_ref().map(|e| e.to_string()),
-                    status: entry.map(|e| e.status.clone()),
-                }
-            })
-            .collect();
-        let header = format!(
-            "prefork master pid={} workers={}/{} scoreboard={}",
-            std::process::id(),
-            self.live_workers(),
-            self.slots.len(),
-            self.board.base_dir().display()
-        );
-        use std::io::Write;
-        let mut out = std::io::stdout().lock();
-        if let Err(e) = out
-            .write_all(render::table(&header, &rows).as_bytes())
-            .and_then(|()| out.flush())
-        {
-            log::warn!("SIGUSR1: cannot write the board to standard output: {e}");
-        }
     }
 
     /// After the last worker: remove their files, and our directory.
@@ -485,6 +479,13 @@ impl Master {
         }
         log::info!("all workers stopped; exiting");
     }
+}
+
+/// SIGTERM to a process group, then SIGCONT: a stopped process (SIGSTOP, a
+/// debugger let go) cannot act on SIGTERM until it runs again.
+fn terminate_group(pgid: Pid) {
+    let _ = killpg(pgid, Signal::SIGTERM);
+    let _ = killpg(pgid, Signal::SIGCONT);
 }
 
 fn become_subreaper() {

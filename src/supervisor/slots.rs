@@ -8,6 +8,7 @@ use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 use crate::config::Backoff;
+use crate::scoreboard::WatchedFile;
 
 /// How a worker ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,6 +17,9 @@ pub enum Ended {
     Signaled(Signal),
     /// It could not be started at all.
     SpawnFailed,
+    /// It stopped updating its status and was replaced; with the last
+    /// status it wrote (escaped), if any.
+    Stuck(Option<String>),
 }
 
 impl fmt::Display for Ended {
@@ -24,6 +28,8 @@ impl fmt::Display for Ended {
             Ended::Exited(code) => write!(f, "exit {code}"),
             Ended::Signaled(sig) => write!(f, "{}", sig.as_str()),
             Ended::SpawnFailed => write!(f, "spawn-failed"),
+            Ended::Stuck(None) => write!(f, "stuck"),
+            Ended::Stuck(Some(last)) => write!(f, "stuck in \"{last}\""),
         }
     }
 }
@@ -43,6 +49,10 @@ pub struct Slot {
     pub failures: u32,
     /// Not to be started before this (crash-loop backoff).
     pub not_before: Instant,
+    /// The current worker's status file, kept open for the checks.
+    pub file: Option<WatchedFile>,
+    /// We already said that the current worker holds no live status file.
+    pub warned_unheld: bool,
 }
 
 impl Slot {
@@ -55,10 +65,14 @@ impl Slot {
             last_end: None,
             failures: 0,
             not_before: now,
+            file: None,
+            warned_unheld: false,
         }
     }
 
-    pub fn started(&mut self, pid: Pid, now: Instant) {
+    pub fn started(&mut self, pid: Pid, now: Instant, file: Option<WatchedFile>) {
+        self.file = file;
+        self.warned_unheld = false;
         if self.starts > 0 {
             self.restarts += 1;
         }
@@ -69,7 +83,8 @@ impl Slot {
 
     /// Records the end of the current worker (or a failed start) and
     /// schedules the next start: at once after a worker that stayed up,
-    /// later and later after quick deaths. Returns the delay.
+    /// later and later after quick deaths. Returns the delay. The caller
+    /// takes `file` first, to remove or hand it on.
     pub fn ended(&mut self, how: Ended, now: Instant, backoff: &Backoff) -> Duration {
         let quick =
             how == Ended::SpawnFailed || now.duration_since(self.started) < backoff.min_uptime;
@@ -95,4 +110,6 @@ pub struct Draining {
     pub leader_alive: bool,
     pub deadline: Instant,
     pub killed: bool,
+    /// The leader's status file, removed when the leader is reaped.
+    pub file: Option<WatchedFile>,
 }

@@ -1,0 +1,47 @@
+//! SIGUSR1: the board on standard output, one line per slot, from the
+//! status files the master keeps open.
+
+use std::io::Write;
+use std::time::{Instant, SystemTime};
+
+use super::Master;
+use crate::render;
+
+impl Master {
+    pub(super) fn dump(&self) {
+        let now = Instant::now();
+        let wall = SystemTime::now();
+        let rows: Vec<render::Row> = self
+            .slots
+            .iter()
+            .enumerate()
+            .map(|(index, slot)| {
+                let file = slot.file.as_ref().filter(|_| slot.pid.is_some());
+                let state = file.and_then(|f| f.state().ok()).filter(|s| s.written);
+                render::Row {
+                    slot: Some(index),
+                    id: slot.pid.map_or_else(|| "-".to_string(), |p| p.to_string()),
+                    uptime: slot.pid.map(|_| now.duration_since(slot.started)),
+                    since_update: state.map(|s| wall.duration_since(s.updated).unwrap_or_default()),
+                    restarts: Some(slot.restarts),
+                    last_exit: slot.last_end.as_ref().map(|e| e.to_string()),
+                    status: state.and(file).and_then(|f| f.status()),
+                }
+            })
+            .collect();
+        let header = format!(
+            "prefork master pid={} workers={}/{} scoreboard={}",
+            std::process::id(),
+            self.live_workers(),
+            self.slots.len(),
+            self.board.base_dir().display()
+        );
+        let mut out = std::io::stdout().lock();
+        let written = out
+            .write_all(render::table(&header, &rows).as_bytes())
+            .and_then(|()| out.flush());
+        if let Err(e) = written {
+            log::warn!("SIGUSR1: cannot write the board to standard output: {e}");
+        }
+    }
+}
