@@ -3,22 +3,37 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use prefork::cli::Opts;
+use prefork::cli::{Cli, Sub};
+use prefork::config::{self, ConfigError};
 use prefork::supervisor::{self, StartFailure};
 
 fn main() -> ExitCode {
-    let opts = Opts::parse(); // exits 2 on a usage error
+    let cli = Cli::parse(); // exits 2 on a usage error
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
         .format_target(false)
         .init();
-    match supervisor::run(opts.into_config()) {
+    let outcome = match cli.subcommand {
+        Some(Sub::Check(args)) => check(args.into_source()),
+        None => supervisor::run(cli.run.into_source()),
+    };
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("prefork: {e:#}");
-            match e.downcast_ref::<StartFailure>() {
-                Some(failure) => ExitCode::from(failure.code),
-                None => ExitCode::FAILURE,
+            if let Some(failure) = e.downcast_ref::<StartFailure>() {
+                ExitCode::from(failure.code)
+            } else if e.is::<ConfigError>() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
             }
         }
     }
+}
+
+/// `prefork check`: the effective configuration, or what is wrong with it.
+fn check(source: config::Source) -> anyhow::Result<()> {
+    let config = source.load()?;
+    print!("{}", config::render(&config));
+    Ok(())
 }

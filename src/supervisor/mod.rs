@@ -8,6 +8,7 @@
 
 mod checks;
 mod dump;
+mod reload;
 mod signals;
 mod slots;
 mod spawn;
@@ -21,7 +22,7 @@ use nix::sys::signal::{killpg, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
-use crate::config::Config;
+use crate::config::{Config, Source};
 use crate::scoreboard::{Scoreboard, WatchedFile};
 use checks::Clocks;
 use signals::{Request, Signals};
@@ -63,11 +64,18 @@ pub struct Master {
     /// schedule does not drift.
     next_check: Instant,
     clocks: Clocks,
+    /// Where the configuration came from, for SIGHUP.
+    source: Source,
+    /// Bumped when the worker command changes: slots running an older
+    /// generation are rolled over, one at a time.
+    generation: u64,
+    rollout: reload::Rollout,
 }
 
 /// Runs the master until a requested shutdown has completed.
-pub fn run(config: Config) -> Result<()> {
-    let mut master = Master::start(config)?;
+pub fn run(source: Source) -> Result<()> {
+    let config = source.load()?;
+    let mut master = Master::start(config, source)?;
     master.start_first_worker()?;
     master.run_loop();
     master.finish();
@@ -75,7 +83,7 @@ pub fn run(config: Config) -> Result<()> {
 }
 
 impl Master {
-    fn start(config: Config) -> Result<Self> {
+    fn start(config: Config, source: Source) -> Result<Self> {
         spawn::reserve_status_fd()
             .context("cannot reserve descriptor 3 for the workers' status files")?;
         // Signals first: a SIGCHLD or SIGTERM from the very first worker
@@ -91,16 +99,7 @@ impl Master {
         };
         let board = Scoreboard::new(&dir)
             .with_context(|| format!("cannot open the scoreboard in {}", dir.display()))?;
-        let registrar = board
-            .fork_registrar()
-            .expect("the master's scoreboard uses process ids");
-        let spawner = Spawner::new(
-            &config.command,
-            &config.env,
-            config.working_directory.clone(),
-            dir.clone(),
-            registrar,
-        );
+        let spawner = spawner_for(&config, &board);
         log::info!(
             "prefork master pid={} starting {} worker(s) of `{}`, scoreboard {}",
             std::process::id(),
@@ -121,6 +120,9 @@ impl Master {
             stopping: None,
             next_check: now + config_check_interval,
             clocks: Clocks::now(),
+            source,
+            generation: 0,
+            rollout: reload::Rollout::default(),
         })
     }
 
@@ -163,6 +165,7 @@ impl Master {
             }
             self.reap();
             self.enforce_deadlines();
+            self.advance_rollout();
             if self.stopping.is_none() && Instant::now() >= self.next_check {
                 self.check_board();
             }
@@ -216,9 +219,7 @@ impl Master {
             Request::Dump => self.dump(),
             Request::AddWorker => self.add_worker(),
             Request::RemoveWorker => self.remove_worker(),
-            Request::Reload => {
-                log::warn!("SIGHUP: configuration reload is not supported yet; ignored")
-            }
+            Request::Reload => self.reload(),
         }
     }
 
@@ -371,6 +372,7 @@ impl Master {
         };
         let slot = &mut self.slots[index];
         slot.started(pid, Instant::now(), file);
+        slot.generation = self.generation;
         match slot.restarts {
             0 => log::info!("spawned worker pid={pid} slot={index}"),
             n => log::info!("spawned worker pid={pid} slot={index} (restart {n})"),
@@ -414,31 +416,6 @@ impl Master {
                 Signal::SIGTERM => terminate_group(pgid),
                 _ => drop(killpg(pgid, signal)),
             }
-        }
-    }
-
-    fn add_worker(&mut self) {
-        if self.stopping.is_some() {
-            return;
-        }
-        if let Err(e) = crate::config::check_workers(self.slots.len() + 1) {
-            log::warn!("SIGTTIN ignored: {e}");
-            return;
-        }
-        self.slots.push(Slot::new(Instant::now()));
-        log::info!("SIGTTIN: {} worker(s) now", self.slots.len());
-    }
-
-    fn remove_worker(&mut self) {
-        if self.stopping.is_some() || self.slots.len() <= 1 {
-            log::info!("SIGTTOU ignored: never fewer than one worker");
-            return;
-        }
-        let mut slot = self.slots.pop().expect("more than one slot");
-        log::info!("SIGTTOU: {} worker(s) now", self.slots.len());
-        if let Some(pid) = slot.pid {
-            log::info!("retiring worker pid={pid}: SIGTERM");
-            self.retire(pid, slot.file.take(), self.config.graceful_timeout);
         }
     }
 
@@ -486,6 +463,20 @@ impl Master {
 fn terminate_group(pgid: Pid) {
     let _ = killpg(pgid, Signal::SIGTERM);
     let _ = killpg(pgid, Signal::SIGCONT);
+}
+
+/// How this configuration's workers are started, on this board.
+fn spawner_for(config: &Config, board: &Scoreboard) -> Spawner {
+    let registrar = board
+        .fork_registrar()
+        .expect("the master's scoreboard uses process ids");
+    Spawner::new(
+        &config.command,
+        &config.env,
+        config.working_directory.clone(),
+        board.base_dir().to_path_buf(),
+        registrar,
+    )
 }
 
 fn become_subreaper() {

@@ -53,6 +53,8 @@ pub struct Slot {
     pub file: Option<WatchedFile>,
     /// We already said that the current worker holds no live status file.
     pub warned_unheld: bool,
+    /// The configuration generation the current worker was started with.
+    pub generation: u64,
 }
 
 impl Slot {
@@ -67,6 +69,7 @@ impl Slot {
             not_before: now,
             file: None,
             warned_unheld: false,
+            generation: 0,
         }
     }
 

@@ -1,5 +1,13 @@
 //! The supervisor's effective configuration: plain data, validated, with
-//! the defaults in one place. The master loop sees only this.
+//! the defaults in one place. The master loop sees only [`Config`]; the
+//! file, the command line and their layering live in the submodules.
+
+mod de;
+mod file;
+mod layer;
+
+pub use file::{read, render, ConfigError, Source};
+pub use layer::Layer;
 
 use std::ffi::OsString;
 use std::path::PathBuf;

@@ -1,0 +1,190 @@
+//! Reading the TOML file, and errors that point at the line: every problem
+//! in a config file is reported as `FILE:LINE:COLUMN: key `K`: what is wrong`,
+//! followed by the line itself, before any worker is started.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use super::layer::Layer;
+use super::Config;
+use crate::duration;
+
+/// A configuration that cannot be used; `prefork` exits 2 with it, and a
+/// reload logs it and changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError(pub String);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Where the configuration comes from, kept so that SIGHUP can read it again
+/// with the same command-line overrides.
+#[derive(Debug, Clone)]
+pub struct Source {
+    pub file: Option<PathBuf>,
+    pub overrides: Layer,
+    pub default_workers: usize,
+}
+
+impl Source {
+    /// Reads the file (if any), puts the command line over it, validates.
+    pub fn load(&self) -> Result<Config, ConfigError> {
+        let from_file = match &self.file {
+            Some(path) => read(path)?,
+            None => Layer::default(),
+        };
+        let config = self
+            .overrides
+            .clone()
+            .over(from_file)
+            .into_config(self.default_workers);
+        config.map_err(|e| match &self.file {
+            Some(path) => ConfigError(format!("{}: {e}", path.display())),
+            None => ConfigError(e),
+        })
+    }
+}
+
+/// Parses one config file into a layer.
+pub fn read(path: &Path) -> Result<Layer, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
+    toml::from_str(&text).map_err(|e| ConfigError(locate(path, &text, &e)))
+}
+
+/// `FILE:LINE:COLUMN: key `K`: message`, then the line with a caret.
+fn locate(path: &Path, text: &str, error: &toml::de::Error) -> String {
+    let message = error.message().trim_end();
+    let Some(span) = error.span() else {
+        return format!("{}: {message}", path.display());
+    };
+    let start = span.start.min(text.len());
+    let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
+    let line_text = &text[line_start..line_end];
+    let line = text[..start].matches('\n').count() + 1;
+    let column = text[line_start..start].chars().count() + 1;
+    let key = key_of(line_text)
+        .map(|k| format!("key `{k}`: "))
+        .unwrap_or_default();
+    let width = span
+        .end
+        .saturating_sub(span.start)
+        .clamp(1, line_end - start.min(line_end) + 1);
+    format!(
+        "{}:{line}:{column}: {key}{message}\n{line:>5} | {line_text}\n      | {}{}",
+        path.display(),
+        " ".repeat(column - 1),
+        "^".repeat(width),
+    )
+}
+
+/// The key a `key = value` line sets.
+fn key_of(line: &str) -> Option<&str> {
+    let (key, _) = line.split_once('=')?;
+    let key = key.trim().trim_matches('"');
+    (!key.is_empty() && !key.starts_with('#')).then_some(key)
+}
+
+/// The effective configuration as TOML, as `prefork check` prints it.
+pub fn render(config: &Config) -> String {
+    let quote = |s: &str| toml::Value::String(s.to_string()).to_string();
+    let mut out = String::new();
+    let command: Vec<String> = config
+        .command
+        .iter()
+        .map(|w| quote(&w.to_string_lossy()))
+        .collect();
+    out += &format!("command = [{}]\n", command.join(", "));
+    out += &format!("workers = {}\n", config.workers);
+    match &config.scoreboard_dir {
+        Some(dir) => out += &format!("scoreboard_dir = {}\n", quote(&dir.to_string_lossy())),
+        None => out += "# scoreboard_dir: a private directory under $XDG_RUNTIME_DIR or /dev/shm\n",
+    }
+    let d = |d| quote(&duration::display(d));
+    out += &format!("graceful_timeout = {}\n", d(config.graceful_timeout));
+    out += &format!(
+        "timeout = {}\n",
+        config.timeout.map_or_else(|| "0 # off".to_string(), d)
+    );
+    out += &format!("kill_timeout = {}\n", d(config.kill_timeout));
+    out += &format!("check_interval = {}\n", d(config.check_interval));
+    if let Some(dir) = &config.working_directory {
+        out += &format!("working_directory = {}\n", quote(&dir.to_string_lossy()));
+    }
+    out += &format!("min_uptime = {}\n", d(config.backoff.min_uptime));
+    out += &format!("backoff_initial = {}\n", d(config.backoff.initial));
+    out += &format!("backoff_max = {}\n", d(config.backoff.max));
+    out += "\n[env]\n";
+    for (key, value) in &config.env {
+        out += &format!(
+            "{} = {}\n",
+            quote(&key.to_string_lossy()),
+            quote(&value.to_string_lossy())
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn error_of(text: &str) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("prefork.toml");
+        std::fs::write(&path, text).unwrap();
+        read(&path)
+            .unwrap_err()
+            .0
+            .replace(&path.display().to_string(), "FILE")
+    }
+
+    #[test]
+    fn errors_name_file_line_column_and_key() {
+        let e = error_of("workers = 2\nwrkers = 3\n");
+        assert!(
+            e.starts_with("FILE:2:1: key `wrkers`: unknown field `wrkers`"),
+            "{e}"
+        );
+        let e = error_of("command = [\"x\"]\ntimeout = \"5 parsecs\"\n");
+        assert!(
+            e.starts_with("FILE:2:11: key `timeout`: invalid duration"),
+            "{e}"
+        );
+        let e = error_of("workers = 0\n");
+        assert!(
+            e.starts_with("FILE:1:11: key `workers`: the number of workers must be at least 1"),
+            "{e}"
+        );
+        let e = error_of("command = []\n");
+        assert!(
+            e.starts_with("FILE:1:11: key `command`: the command is empty"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn rendered_config_reads_back_the_same() {
+        let source = Source {
+            file: None,
+            overrides: Layer {
+                command: Some(vec!["./worker".into(), "a b".into()]),
+                workers: Some(3),
+                timeout: Some(std::time::Duration::from_millis(1500)),
+                env: Some([("K".to_string(), "v \"q\"".to_string())].into()),
+                ..Layer::default()
+            },
+            default_workers: 1,
+        };
+        let config = source.load().unwrap();
+        let again: Layer = toml::from_str(&render(&config)).unwrap();
+        let again = again.into_config(1).unwrap();
+        assert_eq!(again, config);
+    }
+}
