@@ -28,6 +28,43 @@ pub enum Sub {
     /// Validate the configuration, print it as it would run (after the
     /// command line's overrides), and start nothing. Exits 0 or 2.
     Check(RunArgs),
+    /// Print the live workers of a scoreboard (of a running prefork, or of
+    /// any program using Parallel::Scoreboard)
+    Status(StatusArgs),
+    /// Write this worker's status (from a worker started by prefork)
+    Report(ReportArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(group = clap::ArgGroup::new("board").required(true).args(["scoreboard_dir", "config"]))]
+pub struct StatusArgs {
+    /// The scoreboard directory
+    #[arg(
+        short = 'd',
+        long = "scoreboard",
+        visible_alias = "scoreboard-dir",
+        value_name = "DIR"
+    )]
+    pub scoreboard_dir: Option<PathBuf>,
+
+    /// A config file whose `scoreboard_dir` names the directory
+    #[arg(short, long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Print a JSON array instead of a table
+    #[arg(long)]
+    pub json: bool,
+
+    /// Exit with status 3 when fewer live workers are on the board
+    #[arg(long, value_name = "N")]
+    pub min_workers: Option<usize>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ReportArgs {
+    /// The status (any text), or `-` to read it from standard input
+    #[arg(value_name = "STATUS", allow_hyphen_values = true)]
+    pub status: OsString,
 }
 
 /// How to run: every option here is also a key of the config file, with

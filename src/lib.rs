@@ -10,5 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod duration;
 pub mod render;
+pub mod report;
 pub mod scoreboard;
+pub mod status;
 pub mod supervisor;

@@ -1,11 +1,18 @@
 //! The `prefork` binary: parse, run, map the outcome to an exit code.
 
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
 use std::process::ExitCode;
 
+use anyhow::Result;
 use clap::Parser;
-use prefork::cli::{Cli, Sub};
+use prefork::cli::{Cli, StatusArgs, Sub};
 use prefork::config::{self, ConfigError};
 use prefork::supervisor::{self, StartFailure};
+use prefork::{report, status};
+
+/// `prefork status --min-workers N` found fewer.
+const UNHEALTHY: u8 = 3;
 
 fn main() -> ExitCode {
     let cli = Cli::parse(); // exits 2 on a usage error
@@ -14,26 +21,58 @@ fn main() -> ExitCode {
         .init();
     let outcome = match cli.subcommand {
         Some(Sub::Check(args)) => check(args.into_source()),
+        Some(Sub::Status(args)) => return status(args).unwrap_or_else(|e| fail(&e)),
+        Some(Sub::Report(args)) => report::run(args.status.as_bytes()),
         None => supervisor::run(cli.run.into_source()),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("prefork: {e:#}");
-            if let Some(failure) = e.downcast_ref::<StartFailure>() {
-                ExitCode::from(failure.code)
-            } else if e.is::<ConfigError>() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::FAILURE
-            }
-        }
+        Err(e) => fail(&e),
+    }
+}
+
+fn fail(e: &anyhow::Error) -> ExitCode {
+    eprintln!("prefork: {e:#}");
+    if let Some(failure) = e.downcast_ref::<StartFailure>() {
+        ExitCode::from(failure.code)
+    } else if e.is::<ConfigError>() {
+        ExitCode::from(2)
+    } else {
+        ExitCode::FAILURE
     }
 }
 
 /// `prefork check`: the effective configuration, or what is wrong with it.
-fn check(source: config::Source) -> anyhow::Result<()> {
+fn check(source: config::Source) -> Result<()> {
     let config = source.load()?;
     print!("{}", config::render(&config));
     Ok(())
+}
+
+fn status(args: StatusArgs) -> Result<ExitCode> {
+    let dir = match (args.scoreboard_dir, &args.config) {
+        (Some(dir), _) => dir,
+        (None, Some(file)) => board_of(file)?,
+        (None, None) => unreachable!("clap requires one of them"),
+    };
+    let query = status::Query {
+        json: args.json,
+        min_workers: args.min_workers,
+    };
+    Ok(match status::run(&dir, query)? {
+        true => ExitCode::SUCCESS,
+        false => ExitCode::from(UNHEALTHY),
+    })
+}
+
+/// The scoreboard directory a config file names.
+fn board_of(file: &std::path::Path) -> Result<PathBuf> {
+    let layer = config::read(file)?;
+    layer.scoreboard_dir.ok_or_else(|| {
+        ConfigError(format!(
+            "{} sets no scoreboard_dir, so its board is private to its master: pass --scoreboard DIR",
+            file.display()
+        ))
+        .into()
+    })
 }

@@ -19,30 +19,63 @@ pub struct Row {
     pub status: Option<Vec<u8>>,
 }
 
+/// Which columns a table has.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Columns {
+    /// The master's view (SIGUSR1): slots, uptimes, restarts, exits.
+    Supervisor,
+    /// What any reader of a board knows: ids, update times, statuses.
+    Board,
+}
+
 /// A header line, then one aligned line per row.
-pub fn table(header: &str, rows: &[Row]) -> String {
+pub fn table(header: &str, rows: &[Row], columns: Columns) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{header}");
-    let _ = writeln!(
-        out,
-        "{:>5} {:>8} {:>9} {:>11} {:>8} {:<12} STATUS",
-        "SLOT", "PID", "UPTIME", "LAST-UPDATE", "RESTARTS", "LAST-EXIT"
-    );
+    let dash = || "-".to_string();
+    let line = |out: &mut String, cells: [String; 7]| {
+        let [slot, id, uptime, update, restarts, exit, status] = cells;
+        let _ = match columns {
+            Columns::Supervisor => {
+                writeln!(
+                    out,
+                    "{slot:>5} {id:>8} {uptime:>9} {update:>11} {restarts:>8} {exit:<12} {status}"
+                )
+            }
+            Columns::Board => writeln!(out, "{id:>8} {update:>11} {status}"),
+        };
+    };
+    let id_title = if columns == Columns::Supervisor {
+        "PID"
+    } else {
+        "ID"
+    };
+    let titles = [
+        "SLOT",
+        id_title,
+        "UPTIME",
+        "LAST-UPDATE",
+        "RESTARTS",
+        "LAST-EXIT",
+        "STATUS",
+    ]
+    .map(String::from);
+    line(&mut out, titles);
     for row in rows {
-        let dash = || "-".to_string();
-        let _ = writeln!(
-            out,
-            "{:>5} {:>8} {:>9} {:>11} {:>8} {:<12} {}",
-            row.slot.map_or_else(dash, |s| s.to_string()),
-            row.id,
-            row.uptime.map_or_else(dash, secs),
-            row.since_update
-                .map_or_else(dash, |d| format!("{} ago", secs(d))),
-            row.restarts.map_or_else(dash, |r| r.to_string()),
-            row.last_exit.clone().unwrap_or_else(dash),
-            row.status
-                .as_deref()
-                .map_or_else(|| "(no status yet)".to_string(), escape),
+        line(
+            &mut out,
+            [
+                row.slot.map_or_else(dash, |s| s.to_string()),
+                row.id.clone(),
+                row.uptime.map_or_else(dash, secs),
+                row.since_update
+                    .map_or_else(dash, |d| format!("{} ago", secs(d))),
+                row.restarts.map_or_else(dash, |r| r.to_string()),
+                row.last_exit.clone().unwrap_or_else(dash),
+                row.status
+                    .as_deref()
+                    .map_or_else(|| "(no status yet)".to_string(), escape),
+            ],
         );
     }
     out
@@ -96,7 +129,7 @@ mod tests {
             id: "42".into(),
             ..Row::default()
         }];
-        let text = table("board", &rows);
+        let text = table("board", &rows, Columns::Supervisor);
         assert_eq!(text.lines().count(), 3);
         assert!(
             text.contains("42") && text.contains("(no status yet)"),

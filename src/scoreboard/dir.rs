@@ -18,15 +18,18 @@ pub struct BaseDir {
 }
 
 impl BaseDir {
-    /// Creates `path` (and its parents) with `mode` when missing, opens it and
-    /// refuses a directory that others could tamper with.
-    pub fn open(path: &Path, mode: u32, allow_foreign_owner: bool) -> Result<Self> {
-        // recursive(true) tolerates another process creating it at the same time.
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(mode)
-            .create(path)
-            .map_err(|e| io_error("create directory", path, e))?;
+    /// Creates `path` (and its parents) with `mode` when missing (unless
+    /// `mode` is `None`), opens it and refuses a directory that others could
+    /// tamper with.
+    pub fn open(path: &Path, mode: Option<u32>, allow_foreign_owner: bool) -> Result<Self> {
+        if let Some(mode) = mode {
+            // recursive(true) tolerates another process creating it at the same time.
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(mode)
+                .create(path)
+                .map_err(|e| io_error("create directory", path, e))?;
+        }
         let cpath = CString::new(path.as_os_str().as_bytes()).map_err(|e| {
             io_error(
                 "open directory",

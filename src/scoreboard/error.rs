@@ -8,15 +8,16 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// A system call on `path` failed.
-    #[error("cannot {op} {}: {source}", path.display())]
+    // The cause is part of the message (and so not also a `source()`, which
+    // would print it twice in a chain): a log line must say why.
+    #[error("cannot {op} {}: {cause}", path.display())]
     Io {
         /// What was being done, as a verb phrase ("open", "lock", "rename to status_12 in").
         op: &'static str,
         /// The file or directory it was done to.
         path: PathBuf,
         /// The operating system's error.
-        #[source]
-        source: io::Error,
+        cause: io::Error,
     },
     /// The base directory is one that others could tamper with.
     #[error("refusing scoreboard directory {}: {reason}", path.display())]
@@ -59,10 +60,10 @@ pub enum Error {
 /// The scoreboard's result type.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
-pub(crate) fn io_error(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Error {
+pub(crate) fn io_error(op: &'static str, path: impl Into<PathBuf>, cause: io::Error) -> Error {
     Error::Io {
         op,
         path: path.into(),
-        source,
+        cause,
     }
 }

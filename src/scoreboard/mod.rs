@@ -62,6 +62,17 @@ pub struct WorkerStatus {
     pub updated: SystemTime,
 }
 
+/// A live worker found on the board by [`Scoreboard::live_workers`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveWorker {
+    /// The worker id (the process id, for prefork's workers).
+    pub id: String,
+    /// When its file was last written (or created, if never written).
+    pub updated: SystemTime,
+    /// Its status; `None` until it writes one.
+    pub status: Option<Vec<u8>>,
+}
+
 type IdFn = Box<dyn Fn() -> String + Send + Sync>;
 
 /// A handle on a scoreboard directory, for a worker (which [`update`]s its own
@@ -93,6 +104,7 @@ pub struct Builder {
     allow_foreign_owner: bool,
     max_status_len: usize,
     remove_own_stale_file: bool,
+    create: bool,
 }
 
 impl Builder {
@@ -105,6 +117,7 @@ impl Builder {
             allow_foreign_owner: false,
             max_status_len: DEFAULT_MAX_STATUS_LEN,
             remove_own_stale_file: true,
+            create: true,
         }
     }
 
@@ -130,6 +143,16 @@ impl Builder {
         self
     }
 
+    /// For a monitor that only reads: the directory must exist (a missing
+    /// one is an error, not created), may belong to another user, and no
+    /// file of this process's id is removed at start.
+    pub fn monitor(mut self) -> Self {
+        self.create = false;
+        self.allow_foreign_owner = true;
+        self.remove_own_stale_file = false;
+        self
+    }
+
     /// The largest status a reader loads (default 64 MiB); a larger record
     /// is skipped with a warning rather than allocated.
     pub fn max_status_len(mut self, len: usize) -> Self {
@@ -141,7 +164,8 @@ impl Builder {
     /// file of this process's own id, as Parallel::Scoreboard does.
     pub fn build(self) -> Result<Scoreboard> {
         writer::watch_forks();
-        let dir = BaseDir::open(&self.base_dir, self.dir_mode, self.allow_foreign_owner)?;
+        let mode = self.create.then_some(self.dir_mode);
+        let dir = BaseDir::open(&self.base_dir, mode, self.allow_foreign_owner)?;
         let board = Scoreboard {
             dir,
             worker_id: self.worker_id,
@@ -278,23 +302,48 @@ impl Scoreboard {
     /// The statuses of all live workers that have written at least once,
     /// keyed by worker id. Files of dead workers are removed on the way.
     pub fn read_all(&self) -> Result<HashMap<String, WorkerStatus>> {
+        let live = self.live_workers()?;
+        let written = live.into_iter().filter_map(|worker| {
+            let status = worker.status?;
+            Some((
+                worker.id,
+                WorkerStatus {
+                    status,
+                    updated: worker.updated,
+                },
+            ))
+        });
+        Ok(written.collect())
+    }
+
+    /// Every live worker on the board, including those that have not
+    /// written a status yet (`status: None`), which `read_all` leaves out
+    /// as Parallel::Scoreboard does. A record that stays torn or corrupt is
+    /// skipped with a warning. Files of dead workers are removed on the way.
+    pub fn live_workers(&self) -> Result<Vec<LiveWorker>> {
         let own_id = self.current_id();
-        let mut all = HashMap::new();
+        let mut all = Vec::new();
         let mut buf = Vec::new();
         reader::scan(&self.dir, Some(&own_id), &|_| false, |file| {
+            let never_written = file.stat.st_size < record::HEADER_LEN as i64;
             let path = || {
                 self.dir
                     .join(&format!("status_{}", file.id))
                     .display()
                     .to_string()
             };
-            if let Some(status) = reader::read_status(&file, &mut buf, self.max_status_len, path) {
-                let entry = WorkerStatus {
-                    status: status.to_vec(),
-                    updated: reader::mtime(&file.stat),
-                };
-                all.insert(file.id.to_string(), entry);
-            }
+            let status = match never_written {
+                true => None,
+                false => match reader::read_status(&file, &mut buf, self.max_status_len, path) {
+                    Some(status) => Some(status.to_vec()),
+                    None => return,
+                },
+            };
+            all.push(LiveWorker {
+                id: file.id.to_string(),
+                updated: reader::mtime(&file.stat),
+                status,
+            });
         })?;
         Ok(all)
     }
@@ -331,6 +380,21 @@ impl Scoreboard {
             dir_fd: self.dir.fd(),
         })
     }
+}
+
+/// Writes a status record to an open status file, as `update` does: for a
+/// process that was handed the descriptor of a worker's file and has no
+/// scoreboard of its own (`prefork report`, run by a shell worker).
+pub fn write_status_to(fd: std::os::fd::BorrowedFd<'_>, status: &[u8]) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    writer::write_record(fd.as_raw_fd(), status).map_err(|e| match e {
+        writer::WriteError::TooLarge(len) => Error::StatusTooLarge { len },
+        writer::WriteError::Io(e) => error::io_error(
+            "write status to descriptor",
+            format!("{}", fd.as_raw_fd()),
+            e,
+        ),
+    })
 }
 
 impl Drop for Scoreboard {

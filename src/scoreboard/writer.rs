@@ -90,24 +90,13 @@ impl OwnFile {
     }
 
     pub fn write(&self, dir: &BaseDir, status: &[u8]) -> Result<()> {
-        if status.len() > MAX_STATUS_LEN {
-            return Err(Error::StatusTooLarge { len: status.len() });
-        }
-        let header = record::header(status);
-        let result = if status.len() <= STACK_RECORD - HEADER_LEN {
-            let mut buf = [0u8; STACK_RECORD];
-            buf[..HEADER_LEN].copy_from_slice(&header);
-            buf[HEADER_LEN..HEADER_LEN + status.len()].copy_from_slice(status);
-            sys::pwrite_at_zero(self.fd(), &buf[..HEADER_LEN + status.len()])
-        } else {
-            sys::pwrite2_at_zero(self.fd(), &header, status)
-        };
-        result.map_err(|e| {
-            io_error(
+        write_record(self.fd(), status).map_err(|e| match e {
+            WriteError::TooLarge(len) => Error::StatusTooLarge { len },
+            WriteError::Io(e) => io_error(
                 "write status to",
                 dir.join(&format!("status_{}", self.id)),
                 e,
-            )
+            ),
         })
     }
 
@@ -131,6 +120,29 @@ impl OwnFile {
         // still holds. Never LOCK_UN here.
         drop(self.fd);
     }
+}
+
+pub enum WriteError {
+    TooLarge(usize),
+    Io(std::io::Error),
+}
+
+/// Writes `status`'s whole record at offset 0 of `fd`: one `pwrite` (small
+/// statuses are copied next to their header on the stack) or one `pwritev`.
+pub fn write_record(fd: RawFd, status: &[u8]) -> std::result::Result<(), WriteError> {
+    if status.len() > MAX_STATUS_LEN {
+        return Err(WriteError::TooLarge(status.len()));
+    }
+    let header = record::header(status);
+    let result = if status.len() <= STACK_RECORD - HEADER_LEN {
+        let mut buf = [0u8; STACK_RECORD];
+        buf[..HEADER_LEN].copy_from_slice(&header);
+        buf[HEADER_LEN..HEADER_LEN + status.len()].copy_from_slice(status);
+        sys::pwrite_at_zero(fd, &buf[..HEADER_LEN + status.len()])
+    } else {
+        sys::pwrite2_at_zero(fd, &header, status)
+    };
+    result.map_err(WriteError::Io)
 }
 
 /// Checks an id and returns the names `status_<id>.tmp` and `status_<id>`.

@@ -38,7 +38,7 @@ impl Master {
         );
         let mut out = std::io::stdout().lock();
         let written = out
-            .write_all(render::table(&header, &rows).as_bytes())
+            .write_all(render::table(&header, &rows, render::Columns::Supervisor).as_bytes())
             .and_then(|()| out.flush());
         if let Err(e) = written {
             log::warn!("SIGUSR1: cannot write the board to standard output: {e}");
