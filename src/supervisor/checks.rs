@@ -49,6 +49,7 @@ struct Silent {
 
 impl Master {
     pub(super) fn check_board(&mut self) {
+        let started = Instant::now();
         let interval = self.config.check_interval;
         self.schedule_next_check(interval);
         let clocks = Clocks::now();
@@ -67,6 +68,11 @@ impl Master {
             self.replace_stuck(worker);
         }
         self.remove_unknown_dead_files();
+        log::debug!(
+            "board check of {} worker(s) took {}us",
+            self.live_workers(),
+            started.elapsed().as_micros()
+        );
     }
 
     /// The next check is one interval after the previous one was due, not
