@@ -45,6 +45,9 @@ impl std::fmt::Display for StartFailure {
 
 impl std::error::Error for StartFailure {}
 
+/// How many workers one turn of the loop starts at most.
+const SPAWN_BATCH: usize = 32;
+
 struct Stopping {
     deadline: Instant,
     killed: bool,
@@ -333,16 +336,18 @@ impl Master {
         }
     }
 
+    /// Starts the workers that are due, at most [`SPAWN_BATCH`] per turn:
+    /// a thousand forks take a second, and signals are answered in between.
     fn spawn_due(&mut self) {
         if self.stopping.is_some() {
             return;
         }
         let now = Instant::now();
-        for index in 0..self.slots.len() {
-            let slot = &self.slots[index];
-            if slot.pid.is_some() || slot.not_before > now {
-                continue;
-            }
+        let due: Vec<usize> = (0..self.slots.len())
+            .filter(|&i| self.slots[i].pid.is_none() && self.slots[i].not_before <= now)
+            .take(SPAWN_BATCH)
+            .collect();
+        for index in due {
             match self.spawner.spawn(index) {
                 Ok(pid) => self.started(index, pid),
                 Err(e) => {

@@ -1,0 +1,243 @@
+//! Reading the board from outside and writing it from any language
+//! (issue 6): `prefork status` (table, JSON, health check), `prefork
+//! report`, and the example workers in Rust, shell, Python and Perl, each run
+//! under a real master.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use nix::sys::signal::Signal;
+
+use crate::harness::{Running, Sandbox};
+use crate::util;
+
+const PREFORK: &str = env!("CARGO_BIN_EXE_prefork");
+
+fn prefork(args: &[&str]) -> Output {
+    Command::new(PREFORK).args(args).output().expect("run prefork")
+}
+
+fn status(board: &Path, extra: &[&str]) -> Output {
+    let mut args = vec!["status", "-d", board.to_str().unwrap()];
+    args.extend(extra);
+    prefork(&args)
+}
+
+/// A board with workers of our own making: forked children of the test
+/// that hold their files' locks until the guard kills them.
+fn board_with(statuses: &[&[u8]]) -> (tempfile::TempDir, PathBuf, util::ChildGuard) {
+    let dir = util::tempdir();
+    let board = dir.path().join("board");
+    let mut guard = util::ChildGuard::new();
+    {
+        let lock = util::fork_lock();
+        for status in statuses {
+            util::fork_child(&lock, &mut guard, || {
+                let mut sb = prefork::scoreboard::Scoreboard::new(&board).unwrap();
+                sb.update(status).unwrap();
+                util::block_until_killed();
+            });
+        }
+    }
+    let all_there = util::wait_until(util::deadline(), || {
+        prefork::scoreboard::Scoreboard::builder(&board)
+            .monitor()
+            .build()
+            .and_then(|b| b.read_all())
+            .is_ok_and(|all| all.len() == statuses.len())
+    });
+    assert!(all_there, "the workers' statuses did not appear");
+    (dir, board, guard)
+}
+
+/// PERL5LIB as the interop tests use it (relative entries made absolute).
+fn perl_lib() -> String {
+    util::perl()
+        .get_envs()
+        .find(|(key, _)| *key == "PERL5LIB")
+        .and_then(|(_, value)| value)
+        .map(|value| value.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+#[test]
+fn status_prints_a_line_per_live_worker_with_escaped_statuses() {
+    let (_dir, board, _guard) = board_with(&[b"GET /index.html", b"line\nbreak \x1b[31m"]);
+    let out = status(&board, &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.lines().next().unwrap().contains("2 live worker(s)"), "{text}");
+    assert!(text.contains("GET /index.html"), "{text}");
+    assert!(text.contains("line\\nbreak \\u{1b}[31m"), "{text}");
+    assert_eq!(text.lines().count(), 4, "header, titles, two workers: {text}");
+}
+
+#[test]
+fn status_json_carries_ids_times_and_exact_bytes() {
+    let (_dir, board, _guard) = board_with(&[b"idle", b"\xff\x00binary"]);
+    let out = status(&board, &["--json"]);
+    assert!(out.status.success());
+    let workers: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let workers = workers.as_array().expect("an array");
+    assert_eq!(workers.len(), 2);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    for w in workers {
+        let id = w["id"].as_str().expect("id");
+        assert_eq!(w["pid"].as_u64(), Some(id.parse().unwrap()));
+        let updated = w["updated"].as_f64().expect("updated");
+        assert!((now - updated).abs() < 60.0, "{w}");
+        assert!(w["age_secs"].as_f64().expect("age") >= 0.0);
+    }
+    let idle = workers.iter().find(|w| w["status"] == "idle").expect("the idle worker");
+    assert!(idle.get("status_base64").is_none());
+    let binary = workers.iter().find(|w| w["status"] != "idle").expect("the binary one");
+    assert_eq!(binary["status_base64"], "/wBiaW5hcnk=");
+}
+
+#[test]
+fn status_min_workers_is_a_health_check() {
+    let (_dir, board, _guard) = board_with(&[b"a", b"b"]);
+    assert_eq!(status(&board, &["--min-workers", "2"]).status.code(), Some(0));
+    let out = status(&board, &["--min-workers", "3"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("fewer than --min-workers 3"));
+}
+
+#[test]
+fn status_of_a_missing_directory_fails_naming_it() {
+    let dir = util::tempdir();
+    let missing = dir.path().join("no-board");
+    let out = status(&missing, &[]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains(missing.to_str().unwrap()), "{stderr}");
+    assert!(!missing.exists(), "a reader must not create the directory");
+}
+
+#[test]
+fn status_reads_a_board_written_by_perl_and_removes_only_dead_files() {
+    let dir = util::tempdir();
+    let board = dir.path().join("board");
+    let mut guard = util::ChildGuard::new();
+    let mut perl = util::perl()
+        .arg("-MParallel::Scoreboard")
+        .arg("-e")
+        .arg("my $s = Parallel::Scoreboard->new(base_dir => $ARGV[0]); $s->update('perl busy'); $| = 1; print qq(ok\\n); <STDIN>;")
+        .arg(&board)
+        .process_group(0)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("start perl");
+    let stdout = perl.stdout.take().unwrap();
+    let _stdin = perl.stdin.take();
+    let pid = guard.add_group(perl);
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
+    assert_eq!(line, "ok\n", "the Perl worker did not start (is Parallel::Scoreboard on PERL5LIB?)");
+    let dead = board.join("status_999999");
+    std::fs::write(&dead, prefork::scoreboard::record::encode(b"gone")).unwrap();
+    let out = status(&board, &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("perl busy") && !text.contains("gone"), "{text}");
+    assert!(!dead.exists(), "the dead worker's file is removed");
+    assert!(board.join(format!("status_{pid}")).exists());
+}
+
+#[test]
+fn report_outside_a_worker_says_it_must_run_under_prefork() {
+    let out = Command::new(PREFORK)
+        .args(["report", "hello"])
+        .env_remove("PREFORK_STATUS_FD")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("must run in a worker started by prefork"));
+    let closed = Command::new(PREFORK)
+        .args(["report", "hello"])
+        .env("PREFORK_STATUS_FD", "987")
+        .output()
+        .unwrap();
+    assert_eq!(closed.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&closed.stderr).contains("descriptor 987"));
+}
+
+/// The path of an example's binary, built if `cargo test` was told to
+/// build only the test crate.
+fn rust_example(name: &str) -> String {
+    let exe = Path::new(PREFORK).parent().unwrap().join("examples").join(name);
+    if !exe.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let built = Command::new(cargo)
+            .args(["build", "--example", name])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .expect("run cargo build --example");
+        assert!(built.success(), "cargo build --example {name} failed");
+    }
+    exe.to_str().unwrap().to_string()
+}
+
+/// Runs `command` under prefork with two workers and waits until both show
+/// a status starting with one of `prefixes` on the board, then stops them
+/// cleanly.
+fn runs_on_the_board(command: &[String], env: &[(&str, String)], prefixes: &[&str]) {
+    let sandbox = Sandbox::new();
+    let mut args: Vec<&str> = vec!["-w", "2", "--graceful-timeout", "3s", "-t", "5s", "--"];
+    args.extend(command.iter().map(String::as_str));
+    let mut cmd = sandbox.prefork(&args);
+    cmd.current_dir(env!("CARGO_MANIFEST_DIR"));
+    for (key, value) in env {
+        cmd.env(key, value);
+    }
+    let mut master = Running::start(&mut cmd);
+    let board = sandbox.board();
+    master.wait_until(&format!("two {prefixes:?} statuses"), || {
+        let Ok(b) = prefork::scoreboard::Scoreboard::builder(&board).monitor().build() else {
+            return false;
+        };
+        let all = b.read_all().unwrap_or_default();
+        let workers = master.workers();
+        workers.len() == 2
+            && workers.iter().all(|pid| {
+                all.get(&pid.to_string())
+                    .is_some_and(|w| prefixes.iter().any(|p| w.status.starts_with(p.as_bytes())))
+            })
+    });
+    let out = status(&board, &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(prefixes.iter().any(|p| text.contains(p)), "{text}");
+    master.signal(Signal::SIGTERM);
+    let exit = master.wait_exit();
+    assert!(exit.success(), "{}", master.report(&format!("{exit:?}")));
+    assert!(!master.stderr().contains("stuck"), "{}", master.report("judged stuck"));
+    assert_eq!(sandbox.board_files(), Vec::<String>::new());
+}
+
+#[test]
+fn a_rust_worker_reports_through_the_library() {
+    runs_on_the_board(&[rust_example("worker")], &[], &["idle slot=", "GET /items/"]);
+}
+
+#[test]
+fn a_shell_worker_reports_with_prefork_report() {
+    let script = format!("{}/examples/report-worker.sh", env!("CARGO_MANIFEST_DIR"));
+    runs_on_the_board(&["sh".into(), script], &[("PREFORK", PREFORK.to_string())], &["sh "]);
+}
+
+#[test]
+fn a_python_worker_writes_the_record_itself() {
+    let script = format!("{}/examples/worker.py", env!("CARGO_MANIFEST_DIR"));
+    runs_on_the_board(&["python3".into(), script], &[], &["python "]);
+}
+
+#[test]
+fn a_perl_worker_uses_parallel_scoreboard() {
+    let script = format!("{}/examples/worker.pl", env!("CARGO_MANIFEST_DIR"));
+    let lib = perl_lib();
+    runs_on_the_board(&["perl".into(), script], &[("PERL5LIB", lib)], &["perl "]);
+}
