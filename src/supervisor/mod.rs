@@ -62,7 +62,12 @@ pub struct Master {
 /// Runs the master until a requested shutdown has completed.
 pub fn run(config: Config) -> Result<()> {
     let mut master = Master::start(config)?;
-    master.start_first_worker()?;
+    if let Err(e) = master.start_first_worker() {
+        // The child registered on the board before its exec failed: do not
+        // leave its file behind in a directory we were given.
+        let _ = master.board.cleanup();
+        return Err(e);
+    }
     master.run_loop();
     master.finish();
     Ok(())
