@@ -15,7 +15,10 @@ use crate::util;
 const PREFORK: &str = env!("CARGO_BIN_EXE_prefork");
 
 fn prefork(args: &[&str]) -> Output {
-    Command::new(PREFORK).args(args).output().expect("run prefork")
+    Command::new(PREFORK)
+        .args(args)
+        .output()
+        .expect("run prefork")
 }
 
 fn status(board: &Path, extra: &[&str]) -> Output {
@@ -66,11 +69,22 @@ fn status_prints_a_line_per_live_worker_with_escaped_statuses() {
     let (_dir, board, _guard) = board_with(&[b"GET /index.html", b"line\nbreak \x1b[31m"]);
     let out = status(&board, &[]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(text.lines().next().unwrap().contains("2 live worker(s)"), "{text}");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.lines().next().unwrap().contains("2 live worker(s)"),
+        "{text}"
+    );
     assert!(text.contains("GET /index.html"), "{text}");
     assert!(text.contains("line\\nbreak \\u{1b}[31m"), "{text}");
-    assert_eq!(text.lines().count(), 4, "header, titles, two workers: {text}");
+    assert_eq!(
+        text.lines().count(),
+        4,
+        "header, titles, two workers: {text}"
+    );
 }
 
 #[test]
@@ -92,16 +106,25 @@ fn status_json_carries_ids_times_and_exact_bytes() {
         assert!((now - updated).abs() < 60.0, "{w}");
         assert!(w["age_secs"].as_f64().expect("age") >= 0.0);
     }
-    let idle = workers.iter().find(|w| w["status"] == "idle").expect("the idle worker");
+    let idle = workers
+        .iter()
+        .find(|w| w["status"] == "idle")
+        .expect("the idle worker");
     assert!(idle.get("status_base64").is_none());
-    let binary = workers.iter().find(|w| w["status"] != "idle").expect("the binary one");
+    let binary = workers
+        .iter()
+        .find(|w| w["status"] != "idle")
+        .expect("the binary one");
     assert_eq!(binary["status_base64"], "/wBiaW5hcnk=");
 }
 
 #[test]
 fn status_min_workers_is_a_health_check() {
     let (_dir, board, _guard) = board_with(&[b"a", b"b"]);
-    assert_eq!(status(&board, &["--min-workers", "2"]).status.code(), Some(0));
+    assert_eq!(
+        status(&board, &["--min-workers", "2"]).status.code(),
+        Some(0)
+    );
     let out = status(&board, &["--min-workers", "3"]);
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("fewer than --min-workers 3"));
@@ -138,12 +161,18 @@ fn status_reads_a_board_written_by_perl_and_removes_only_dead_files() {
     let pid = guard.add_group(perl);
     let mut line = String::new();
     std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line).unwrap();
-    assert_eq!(line, "ok\n", "the Perl worker did not start (is Parallel::Scoreboard on PERL5LIB?)");
+    assert_eq!(
+        line, "ok\n",
+        "the Perl worker did not start (is Parallel::Scoreboard on PERL5LIB?)"
+    );
     let dead = board.join("status_999999");
     std::fs::write(&dead, prefork::scoreboard::record::encode(b"gone")).unwrap();
     let out = status(&board, &[]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("perl busy") && !text.contains("gone"), "{text}");
+    assert!(
+        text.contains("perl busy") && !text.contains("gone"),
+        "{text}"
+    );
     assert!(!dead.exists(), "the dead worker's file is removed");
     assert!(board.join(format!("status_{pid}")).exists());
 }
@@ -156,7 +185,9 @@ fn report_outside_a_worker_says_it_must_run_under_prefork() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("must run in a worker started by prefork"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("must run in a worker started by prefork")
+    );
     let closed = Command::new(PREFORK)
         .args(["report", "hello"])
         .env("PREFORK_STATUS_FD", "987")
@@ -169,7 +200,11 @@ fn report_outside_a_worker_says_it_must_run_under_prefork() {
 /// The path of an example's binary, built if `cargo test` was told to
 /// build only the test crate.
 fn rust_example(name: &str) -> String {
-    let exe = Path::new(PREFORK).parent().unwrap().join("examples").join(name);
+    let exe = Path::new(PREFORK)
+        .parent()
+        .unwrap()
+        .join("examples")
+        .join(name);
     if !exe.exists() {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let built = Command::new(cargo)
@@ -197,7 +232,10 @@ fn runs_on_the_board(command: &[String], env: &[(&str, String)], prefixes: &[&st
     let mut master = Running::start(&mut cmd);
     let board = sandbox.board();
     master.wait_until(&format!("two {prefixes:?} statuses"), || {
-        let Ok(b) = prefork::scoreboard::Scoreboard::builder(&board).monitor().build() else {
+        let Ok(b) = prefork::scoreboard::Scoreboard::builder(&board)
+            .monitor()
+            .build()
+        else {
             return false;
         };
         let all = b.read_all().unwrap_or_default();
@@ -214,19 +252,31 @@ fn runs_on_the_board(command: &[String], env: &[(&str, String)], prefixes: &[&st
     master.signal(Signal::SIGTERM);
     let exit = master.wait_exit();
     assert!(exit.success(), "{}", master.report(&format!("{exit:?}")));
-    assert!(!master.stderr().contains("stuck"), "{}", master.report("judged stuck"));
+    assert!(
+        !master.stderr().contains("stuck"),
+        "{}",
+        master.report("judged stuck")
+    );
     assert_eq!(sandbox.board_files(), Vec::<String>::new());
 }
 
 #[test]
 fn a_rust_worker_reports_through_the_library() {
-    runs_on_the_board(&[rust_example("worker")], &[], &["idle slot=", "GET /items/"]);
+    runs_on_the_board(
+        &[rust_example("worker")],
+        &[],
+        &["idle slot=", "GET /items/"],
+    );
 }
 
 #[test]
 fn a_shell_worker_reports_with_prefork_report() {
     let script = format!("{}/examples/report-worker.sh", env!("CARGO_MANIFEST_DIR"));
-    runs_on_the_board(&["sh".into(), script], &[("PREFORK", PREFORK.to_string())], &["sh "]);
+    runs_on_the_board(
+        &["sh".into(), script],
+        &[("PREFORK", PREFORK.to_string())],
+        &["sh "],
+    );
 }
 
 #[test]

@@ -43,11 +43,31 @@ fn bad_files_name_file_line_and_key_and_start_nothing() {
         ("workers = \"four\"\n", 2, "workers", "invalid type"),
         ("workers = 0\n", 2, "workers", "at least 1"),
         ("workers = 100000\n", 2, "workers", "ceiling of 4096"),
-        ("timeout = \"5 parsecs\"\n", 2, "timeout", "invalid duration \"5 parsecs\""),
-        ("graceful_timeout = -1\n", 2, "graceful_timeout", "invalid duration -1"),
-        ("check_interval = \"0s\"\n", 2, "check_interval", "at least 10ms"),
+        (
+            "timeout = \"5 parsecs\"\n",
+            2,
+            "timeout",
+            "invalid duration \"5 parsecs\"",
+        ),
+        (
+            "graceful_timeout = -1\n",
+            2,
+            "graceful_timeout",
+            "invalid duration -1",
+        ),
+        (
+            "check_interval = \"0s\"\n",
+            2,
+            "check_interval",
+            "at least 10ms",
+        ),
         ("env = \"PATH=/bin\"\n", 2, "env", "invalid type"),
-        ("workers = 2\nkill_timeout = [1]\n", 3, "kill_timeout", "a duration"),
+        (
+            "workers = 2\nkill_timeout = [1]\n",
+            3,
+            "kill_timeout",
+            "a duration",
+        ),
     ];
     for (i, (body, line, key, message)) in cases.iter().enumerate() {
         let name = format!("bad{i}.toml");
@@ -56,9 +76,18 @@ fn bad_files_name_file_line_and_key_and_start_nothing() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{name}: {stderr}");
         let located = format!("{path}:{line}:");
-        assert!(stderr.contains(&located), "{name}: no {located} in {stderr}");
-        assert!(stderr.contains(&format!("key `{key}`")), "{name}: no key in {stderr}");
-        assert!(stderr.contains(message), "{name}: no {message:?} in {stderr}");
+        assert!(
+            stderr.contains(&located),
+            "{name}: no {located} in {stderr}"
+        );
+        assert!(
+            stderr.contains(&format!("key `{key}`")),
+            "{name}: no key in {stderr}"
+        );
+        assert!(
+            stderr.contains(message),
+            "{name}: no {message:?} in {stderr}"
+        );
         assert!(!stderr.contains("spawned worker"), "{name}: {stderr}");
     }
     // An empty command, a syntax error, a missing file, no command at all.
@@ -69,14 +98,21 @@ fn bad_files_name_file_line_and_key_and_start_nothing() {
     let expectations = [
         (&empty, format!("{empty}:1:"), "the command is empty"),
         (&broken, format!("{broken}:"), "invalid array"),
-        (&missing, format!("cannot read config file {missing}"), "No such file"),
+        (
+            &missing,
+            format!("cannot read config file {missing}"),
+            "No such file",
+        ),
         (&no_command, format!("{no_command}:"), "no worker command"),
     ];
     for (path, located, message) in expectations {
         let out = run(&mut sandbox.prefork(&["-c", path]));
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{path}: {stderr}");
-        assert!(stderr.contains(&located) && stderr.contains(message), "{path}: {stderr}");
+        assert!(
+            stderr.contains(&located) && stderr.contains(message),
+            "{path}: {stderr}"
+        );
     }
     assert!(sandbox.lines("started").is_empty(), "a worker started");
 }
@@ -90,7 +126,8 @@ fn the_command_line_overrides_the_file() {
         "prefork.toml",
         "command = [\"false\"]\nworkers = 2\ngraceful_timeout = \"1s\"\n",
     );
-    let mut master = Running::start(&mut sandbox.prefork(&["-c", &config, "-w", "3", "--", "sh", &worker]));
+    let mut master =
+        Running::start(&mut sandbox.prefork(&["-c", &config, "-w", "3", "--", "sh", &worker]));
     master.wait_ready(&sandbox, 3);
     master.signal(Signal::SIGTERM);
     assert!(master.wait_exit().success());
@@ -104,9 +141,14 @@ fn check_prints_the_effective_configuration() {
         "prefork.toml",
         "command = [\"./worker\", \"--port\", \"80\"]\nworkers = 2\ntimeout = 3\n[env]\nMODE = \"a\"\n",
     );
-    let out = run(Command::new(env!("CARGO_BIN_EXE_prefork")).args(["check", "-c", &config, "-w", "5", "-e", "EXTRA=b"]));
+    let out = run(Command::new(env!("CARGO_BIN_EXE_prefork"))
+        .args(["check", "-c", &config, "-w", "5", "-e", "EXTRA=b"]));
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     for expected in [
         "command = [\"./worker\", \"--port\", \"80\"]",
         "workers = 5",
@@ -134,7 +176,11 @@ fn the_sample_configs_are_valid() {
     for sample in ["prefork.toml", "web-pool.toml", "shell-worker.toml"] {
         let path = format!("{root}/config/{sample}");
         let out = run(Command::new(env!("CARGO_BIN_EXE_prefork")).args(["check", "-c", &path]));
-        assert!(out.status.success(), "{sample}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{sample}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }
 
@@ -142,7 +188,9 @@ fn the_sample_configs_are_valid() {
 fn sighup_scales_to_the_new_worker_count() {
     let sandbox = Sandbox::new();
     let worker = marking_worker(&sandbox);
-    let body = |n: usize| format!("command = [\"sh\", \"{worker}\"]\nworkers = {n}\ngraceful_timeout = \"1s\"\n");
+    let body = |n: usize| {
+        format!("command = [\"sh\", \"{worker}\"]\nworkers = {n}\ngraceful_timeout = \"1s\"\n")
+    };
     let config = write_config(&sandbox, "prefork.toml", &body(2));
     let mut master = Running::start(&mut sandbox.prefork(&["-c", &config]));
     master.wait_ready(&sandbox, 2);
@@ -183,16 +231,24 @@ while :; do sleep 1 & wait $!; done"#,
         let alive = master.workers();
         fewest = fewest.min(alive.len());
         most = most.max(alive.len());
-        done = master.stderr().contains("rolling restart complete") && alive.iter().all(|p| !old.contains(p));
+        done = master.stderr().contains("rolling restart complete")
+            && alive.iter().all(|p| !old.contains(p));
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
     assert!(done, "{}", master.report("the rollout did not complete"));
-    assert!(fewest >= 3 && most <= 4, "{}", master.report(&format!("{fewest}..{most} workers alive")));
+    assert!(
+        fewest >= 3 && most <= 4,
+        "{}",
+        master.report(&format!("{fewest}..{most} workers alive"))
+    );
     let new: BTreeSet<i32> = master.workers().into_iter().collect();
     assert_eq!(new.len(), 3);
     let versions = sandbox.lines("versions");
     for pid in &new {
-        assert!(versions.contains(&format!("v2 {pid}")), "{pid} is not v2: {versions:?}");
+        assert!(
+            versions.contains(&format!("v2 {pid}")),
+            "{pid} is not v2: {versions:?}"
+        );
     }
     master.signal(Signal::SIGTERM);
     assert!(master.wait_exit().success());
@@ -217,14 +273,28 @@ fn sighup_without_a_config_file_restarts_every_worker() {
 fn sighup_with_a_broken_file_changes_nothing() {
     let sandbox = Sandbox::new();
     let worker = marking_worker(&sandbox);
-    let config = write_config(&sandbox, "prefork.toml", &format!("command = [\"sh\", \"{worker}\"]\nworkers = 2\n"));
-    let mut master = Running::start(&mut sandbox.prefork(&["-c", &config, "--graceful-timeout", "1s"]));
+    let config = write_config(
+        &sandbox,
+        "prefork.toml",
+        &format!("command = [\"sh\", \"{worker}\"]\nworkers = 2\n"),
+    );
+    let mut master =
+        Running::start(&mut sandbox.prefork(&["-c", &config, "--graceful-timeout", "1s"]));
     let before = master.wait_ready(&sandbox, 2);
-    write_config(&sandbox, "prefork.toml", "command = [\"sh\"]\nworkers = \"many\"\n");
+    write_config(
+        &sandbox,
+        "prefork.toml",
+        "command = [\"sh\"]\nworkers = \"many\"\n",
+    );
     master.signal(Signal::SIGHUP);
-    master.wait_until("the error in the log", || master.stderr().contains("configuration not reloaded"));
+    master.wait_until("the error in the log", || {
+        master.stderr().contains("configuration not reloaded")
+    });
     let log = master.stderr();
-    assert!(log.contains(&format!("{config}:2:")) && log.contains("key `workers`"), "{log}");
+    assert!(
+        log.contains(&format!("{config}:2:")) && log.contains("key `workers`"),
+        "{log}"
+    );
     assert_eq!(master.workers(), before);
     master.signal(Signal::SIGTERM);
     assert!(master.wait_exit().success());
@@ -234,13 +304,24 @@ fn sighup_with_a_broken_file_changes_nothing() {
 fn a_rollout_to_a_command_that_cannot_run_keeps_the_old_workers() {
     let sandbox = Sandbox::new();
     let worker = marking_worker(&sandbox);
-    let config = write_config(&sandbox, "prefork.toml", &format!("command = [\"sh\", \"{worker}\"]\nworkers = 2\n"));
-    let mut master = Running::start(&mut sandbox.prefork(&["-c", &config, "--graceful-timeout", "1s"]));
+    let config = write_config(
+        &sandbox,
+        "prefork.toml",
+        &format!("command = [\"sh\", \"{worker}\"]\nworkers = 2\n"),
+    );
+    let mut master =
+        Running::start(&mut sandbox.prefork(&["-c", &config, "--graceful-timeout", "1s"]));
     let before = master.wait_ready(&sandbox, 2);
     let missing = sandbox.join("no-such-program");
-    write_config(&sandbox, "prefork.toml", &format!("command = [\"{missing}\"]\nworkers = 2\n"));
+    write_config(
+        &sandbox,
+        "prefork.toml",
+        &format!("command = [\"{missing}\"]\nworkers = 2\n"),
+    );
     master.signal(Signal::SIGHUP);
-    master.wait_until("the aborted rollout", || master.stderr().contains("rolling restart aborted"));
+    master.wait_until("the aborted rollout", || {
+        master.stderr().contains("rolling restart aborted")
+    });
     assert_eq!(master.workers(), before);
     master.signal(Signal::SIGTERM);
     assert!(master.wait_exit().success());

@@ -12,7 +12,12 @@ mod scoreboard_stress;
 
 // The supervisor, through the real binary.
 mod harness;
+mod supervisor_config;
 mod supervisor_env;
 mod supervisor_failures;
 mod supervisor_lifecycle;
 mod supervisor_signals;
+mod supervisor_stuck;
+
+// Reading and writing the board from outside, in four languages.
+mod monitoring;

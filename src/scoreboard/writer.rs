@@ -56,7 +56,7 @@ impl OwnFile {
         let fd = sys::create_locked(dir.fd(), &tmp, &name).map_err(|errno| {
             io_error(
                 "create and lock status file",
-                dir.join(&format!("{id}.tmp")),
+                dir.join(&format!("status_{id}.tmp")),
                 std::io::Error::from_raw_os_error(errno),
             )
         })?;

@@ -79,7 +79,12 @@ pub struct Master {
 pub fn run(source: Source) -> Result<()> {
     let config = source.load()?;
     let mut master = Master::start(config, source)?;
-    master.start_first_worker()?;
+    if let Err(e) = master.start_first_worker() {
+        // The child registered on the board before its exec failed: do not
+        // leave its file behind in a directory we were given.
+        let _ = master.board.cleanup();
+        return Err(e);
+    }
     master.run_loop();
     master.finish();
     Ok(())

@@ -46,6 +46,7 @@ impl Signals {
         read.set_nonblocking(true)?;
         write.set_nonblocking(true)?;
         let delivery = SignalDelivery::with_pipe(read, write, SignalOnly, HANDLED)?;
+        unblock(&HANDLED)?;
         Ok(Signals { delivery })
     }
 
@@ -58,6 +59,17 @@ impl Signals {
     pub fn pending(&mut self) -> Vec<Request> {
         self.delivery.pending().filter_map(request).collect()
     }
+}
+
+/// Whoever started us may have blocked some of our signals (the mask is
+/// inherited across exec): a blocked SIGTERM would never be seen.
+fn unblock(signals: &[libc::c_int]) -> io::Result<()> {
+    let mut set = nix::sys::signal::SigSet::empty();
+    for &signal in signals {
+        set.add(nix::sys::signal::Signal::try_from(signal)?);
+    }
+    set.thread_unblock()?;
+    Ok(())
 }
 
 fn request(signal: libc::c_int) -> Option<Request> {

@@ -104,9 +104,10 @@ impl Spawner {
         let registrar = self.registrar;
         let master_pid = self.master_pid;
         // SAFETY: the closure runs in the child between fork and exec and
-        // calls only async-signal-safe functions: prctl, getppid, signal,
-        // openat, flock, renameat, dup2, fcntl, close, close_range. It
-        // allocates nothing; its errors are raw errno values.
+        // calls only async-signal-safe functions: prctl, getppid,
+        // sigprocmask, rt_sigaction, openat, flock, renameat, dup2, fcntl,
+        // close, close_range. It allocates nothing; its errors are raw errno
+        // values.
         unsafe {
             cmd.pre_exec(move || in_child(registrar, master_pid));
         }
@@ -136,12 +137,18 @@ fn in_child(registrar: ForkRegistrar, master_pid: libc::pid_t) -> io::Result<()>
     if unsafe { libc::getppid() } != master_pid {
         return Err(io::Error::from_raw_os_error(libc::ESRCH));
     }
-    // Default dispositions for every signal (std already empties the mask):
+    // An empty mask (std passes the master's on, and the master's parent
+    // may have blocked some), and default dispositions for every signal:
     // handlers are reset by exec anyway, but an ignored signal would stay
     // ignored, and the master's own parent may have ignored some.
-    for sig in 1..libc::SIGRTMAX() {
+    unsafe {
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+    }
+    for sig in 1..=libc::SIGRTMAX() {
         if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-            unsafe { libc::signal(sig, libc::SIG_DFL) };
+            default_disposition(sig);
         }
     }
     registrar
@@ -149,6 +156,25 @@ fn in_child(registrar: ForkRegistrar, master_pid: libc::pid_t) -> io::Result<()>
         .map_err(|errno| io::Error::from_raw_os_error(REGISTER_TAG | errno))?;
     cloexec_above(STATUS_FD);
     Ok(())
+}
+
+/// Sets `sig` to SIG_DFL with the raw system call: glibc's `signal` and
+/// `sigaction` refuse its reserved real-time signals (32 and 33), which stay
+/// ignored across exec if the master inherited them ignored.
+fn default_disposition(sig: libc::c_int) {
+    // All zeros is SIG_DFL with no flags and an empty mask, whatever the
+    // architecture's field order in the kernel's `struct sigaction`.
+    let action = [0u64; 4];
+    let sigset_size = (libc::SIGRTMAX() as usize + 1) / 8;
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigaction,
+            sig,
+            action.as_ptr(),
+            std::ptr::null_mut::<u64>(),
+            sigset_size,
+        )
+    };
 }
 
 /// Marks every descriptor above `fd` close-on-exec, so that nothing of the
