@@ -175,6 +175,36 @@ pub fn read_status<'b>(
     None
 }
 
+/// The first `max` bytes of an open status file's status, and the whole
+/// status's length: for a display that shows no more, at a cost bounded by
+/// `max` whatever the status's size. A status that fits is read and checked
+/// whole, as [`read_status`] does. A longer one cannot be checked without
+/// reading all of it: its head counts once two reads in a row agree (a
+/// concurrent update would make them differ) and the file holds as many
+/// bytes as the header announces. `None` for a file never written, or one
+/// that stays torn, corrupt or shorter than its header says.
+pub fn read_head(fd: RawFd, max: usize) -> Option<(Vec<u8>, u64)> {
+    let mut buf = vec![0u8; HEADER_LEN.saturating_add(max)];
+    let mut again = vec![0u8; buf.len()];
+    for _ in 0..READ_ATTEMPTS {
+        let n = sys::pread_once(fd, &mut buf).ok()?;
+        match record::parse(&buf[..n]) {
+            Parsed::Valid(status) => return Some((status.to_vec(), status.len() as u64)),
+            Parsed::Empty => return None,
+            Parsed::Incomplete { needed } if n == buf.len() => {
+                let size = sys::fstat(fd).map_or(0, |st| st.st_size.max(0) as u64);
+                let m = sys::pread_once(fd, &mut again).ok()?;
+                if size >= needed && again[..m] == buf[..n] {
+                    buf.drain(..HEADER_LEN);
+                    return Some((buf, needed - HEADER_LEN as u64));
+                }
+            }
+            Parsed::Incomplete { .. } | Parsed::Mismatch => {}
+        }
+    }
+    None
+}
+
 /// The time a status file was last written.
 pub fn mtime(stat: &libc::stat) -> SystemTime {
     let nanos = Duration::new(stat.st_mtime.unsigned_abs(), stat.st_mtime_nsec as u32);

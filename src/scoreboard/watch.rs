@@ -93,6 +93,14 @@ impl WatchedFile {
         reader::read_status(&file, &mut buf, self.max_status_len, path).map(<[u8]>::to_vec)
     }
 
+    /// The first `max` bytes of the current status and the whole status's
+    /// length: what a one-line display needs, read at a cost bounded by `max`
+    /// (a head longer than that is not checked against the checksum; see
+    /// [`reader::read_head`]).
+    pub fn status_head(&self, max: usize) -> Option<(Vec<u8>, u64)> {
+        reader::read_head(self.fd.as_raw_fd(), max)
+    }
+
     pub(super) fn remove(&self, dir: &BaseDir) {
         if let Ok(st) = sys::fstat(self.fd.as_raw_fd()) {
             reader::remove_dead(dir, &self.name, &st);

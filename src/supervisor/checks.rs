@@ -6,6 +6,7 @@
 use std::collections::HashSet;
 use std::time::{Duration, Instant, SystemTime};
 
+use super::dump::shown_status;
 use super::spawn::STATUS_FD;
 use super::Master;
 use crate::duration;
@@ -96,9 +97,15 @@ impl Master {
             let mut state = slot.file.as_ref().and_then(|f| f.state().ok());
             if state.is_none_or(|s| !s.linked) {
                 // The worker replaced its file: Parallel::Scoreboard's
-                // constructor removes it and update() makes a new one.
-                slot.file = self.board.watch(&pid.to_string()).ok();
-                state = slot.file.as_ref().and_then(|f| f.state().ok());
+                // constructor removes it and update() makes a new one. Until
+                // a new one exists, the old descriptor stays: its inode still
+                // says when the worker last wrote. (A reader removes the file
+                // of a worker that closed its descriptor, taking the released
+                // lock for a dead worker's: that worker must still be judged.)
+                if let Ok(file) = self.board.watch(&pid.to_string()) {
+                    slot.file = Some(file);
+                    state = slot.file.as_ref().and_then(|f| f.state().ok());
+                }
             }
             let held = slot
                 .file
@@ -134,7 +141,7 @@ impl Master {
         let file = slot.file.take();
         let last = file
             .as_ref()
-            .and_then(|f| f.status())
+            .and_then(shown_status)
             .map(|s| render::escape(&s));
         let doing = match (&last, worker.written) {
             (_, false) => "it never wrote a status".to_string(),

@@ -6,6 +6,29 @@ use std::time::{Instant, SystemTime};
 
 use super::Master;
 use crate::render;
+use crate::scoreboard::WatchedFile;
+
+/// How much of a status the master shows, in its dump and in its log: a
+/// line of a table. Reading, escaping and printing the whole of a
+/// multi-megabyte status would hold up the loop (reaping, respawning) for
+/// as long, at every SIGUSR1, and leave the master's heap that much larger.
+const SHOWN: usize = 1024;
+
+/// The status in `file` as the master shows it: at most [`SHOWN`] bytes of
+/// it (read at that cost), followed by the whole length when it is longer.
+pub(super) fn shown_status(file: &WatchedFile) -> Option<Vec<u8>> {
+    let (mut head, len) = file.status_head(SHOWN)?;
+    if len > head.len() as u64 {
+        // Not in the middle of a character.
+        if let Err(e) = std::str::from_utf8(&head) {
+            if e.error_len().is_none() {
+                head.truncate(e.valid_up_to());
+            }
+        }
+        head.extend_from_slice(format!("... ({len} bytes)").as_bytes());
+    }
+    Some(head)
+}
 
 impl Master {
     pub(super) fn dump(&self) {
@@ -25,7 +48,7 @@ impl Master {
                     since_update: state.map(|s| wall.duration_since(s.updated).unwrap_or_default()),
                     restarts: Some(slot.restarts),
                     last_exit: slot.last_end.as_ref().map(|e| e.to_string()),
-                    status: state.and(file).and_then(|f| f.status()),
+                    status: state.and(file).and_then(shown_status),
                 }
             })
             .collect();

@@ -5,7 +5,9 @@
 //! by slot: start the new worker, SIGTERM the old one, and move to the next
 //! slot only once the old one has exited, so that between N and N+1 workers
 //! are alive at every moment. A configuration that cannot be loaded, or a
-//! new command that cannot be started, leaves the running workers alone.
+//! new command that cannot be started, leaves the running workers alone
+//! (but for those of an interrupted rollout, which go back to the command
+//! from before it: the pool never stays mixed).
 
 use std::time::Instant;
 
@@ -21,8 +23,9 @@ use crate::config::{self, Config};
 pub struct Rollout {
     /// The old worker of the slot last rolled: the next slot waits for it.
     waiting_for: Option<Pid>,
-    /// What to go back to if the new command cannot be started.
-    previous: Option<(Spawner, Config)>,
+    /// What to go back to if the new command cannot be started, and the
+    /// generation of the workers that run it.
+    previous: Option<(Spawner, Config, u64)>,
 }
 
 impl Master {
@@ -53,7 +56,7 @@ impl Master {
                 std::mem::replace(&mut self.spawner, spawner_for(&self.config, &self.board));
             // A rollout interrupted by this one goes back to what ran before it.
             if self.rollout.previous.is_none() {
-                self.rollout.previous = Some((spawner, old));
+                self.rollout.previous = Some((spawner, old, self.generation));
             }
             self.generation += 1;
             log::info!(
@@ -155,19 +158,41 @@ impl Master {
     }
 
     /// The new command cannot be started: keep (and respawn) the old one.
+    /// Workers that an interrupted rollout already started run a command in
+    /// between: they are rolled back, one at a time, so that the pool does
+    /// not stay mixed.
     fn abort_rollout(&mut self, error: &str) {
         log::error!(
             "rolling restart aborted: cannot start `{}`: {error}; the remaining workers keep the previous command",
             self.spawner.command_line()
         );
-        if let Some((spawner, previous)) = self.rollout.previous.take() {
-            self.spawner = spawner;
-            self.config.command = previous.command;
-            self.config.env = previous.env;
-            self.config.working_directory = previous.working_directory;
-        }
+        // With nothing to go back to (this was a rollback), every worker
+        // stays as it is: retrying would fail again, at every turn.
+        let kept = self
+            .rollout
+            .previous
+            .take()
+            .map(|(spawner, previous, generation)| {
+                self.spawner = spawner;
+                self.config.command = previous.command;
+                self.config.env = previous.env;
+                self.config.working_directory = previous.working_directory;
+                generation
+            });
+        self.generation += 1;
+        let mut back = 0;
         for slot in &mut self.slots {
-            slot.generation = self.generation;
+            if slot.pid.is_none() || kept.is_none_or(|g| slot.generation == g) {
+                slot.generation = self.generation;
+            } else {
+                back += 1;
+            }
+        }
+        if back > 0 {
+            log::info!(
+                "rolling {back} worker(s) started by the interrupted rollout back to `{}`",
+                self.spawner.command_line()
+            );
         }
     }
 }
