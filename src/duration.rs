@@ -11,22 +11,36 @@ pub fn parse(text: &str) -> Result<Duration, String> {
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let scale = match unit.trim() {
-        "" | "s" | "sec" | "secs" => 1.0,
-        "ms" => 1e-3,
-        "m" | "min" | "mins" => 60.0,
-        "h" => 3600.0,
+    let millis_per_unit: u64 = match unit.trim() {
+        "" | "s" | "sec" | "secs" => 1000,
+        "ms" => 1,
+        "m" | "min" | "mins" => 60_000,
+        "h" => 3_600_000,
         _ => return Err(invalid(text)),
     };
-    let value: f64 = number.parse().map_err(|_| invalid(text))?;
-    from_secs(value * scale).ok_or_else(|| invalid(text))
+    // Whole numbers exactly (what `display` prints must read back the same);
+    // fractions through f64.
+    let duration = if number.bytes().all(|b| b.is_ascii_digit()) && !number.is_empty() {
+        number
+            .parse::<u64>()
+            .ok()
+            .and_then(|n| n.checked_mul(millis_per_unit))
+            .map(Duration::from_millis)
+            .filter(|d| d.as_secs_f64() <= MAX_SECS)
+    } else {
+        let value: f64 = number.parse().map_err(|_| invalid(text))?;
+        from_secs(value * millis_per_unit as f64 / 1000.0)
+    };
+    duration.ok_or_else(|| invalid(text))
 }
+
+/// Anything longer than about 100 years is a typo, and the bound keeps the
+/// deadline arithmetic (Instant + Duration) from overflowing.
+const MAX_SECS: f64 = 3.2e9;
 
 /// A number of seconds (as a config file may give it) as a duration.
 pub fn from_secs(secs: f64) -> Option<Duration> {
-    // Bounded at 100 years: anything larger is a typo, and it keeps the
-    // deadline arithmetic (Instant + Duration) from overflowing.
-    (secs.is_finite() && (0.0..=3.2e9).contains(&secs)).then(|| Duration::from_secs_f64(secs))
+    (secs.is_finite() && (0.0..=MAX_SECS).contains(&secs)).then(|| Duration::from_secs_f64(secs))
 }
 
 fn invalid(text: &str) -> String {

@@ -66,7 +66,10 @@ fn header_of(status: &[u8]) -> Vec<u8> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(256))]
+    // 256 cases in CI; PROPTEST_CASES=N for a longer run by hand.
+    #![proptest_config(ProptestConfig::with_cases(
+        std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(256)
+    ))]
 
     #[test]
     fn encoded_statuses_parse_back_whatever_follows_them(

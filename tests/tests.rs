@@ -21,3 +21,9 @@ mod supervisor_stuck;
 
 // Reading and writing the board from outside, in four languages.
 mod monitoring;
+
+// Under fire: everything at once, with a seed to replay.
+mod chaos;
+
+// Properties of the parsers of untrusted text.
+mod config_props;

@@ -302,18 +302,14 @@ impl Scoreboard {
     /// The statuses of all live workers that have written at least once,
     /// keyed by worker id. Files of dead workers are removed on the way.
     pub fn read_all(&self) -> Result<HashMap<String, WorkerStatus>> {
-        let live = self.live_workers()?;
-        let written = live.into_iter().filter_map(|worker| {
-            let status = worker.status?;
-            Some((
-                worker.id,
-                WorkerStatus {
-                    status,
-                    updated: worker.updated,
-                },
-            ))
-        });
-        Ok(written.collect())
+        let mut all = HashMap::new();
+        self.visit_live(|id, updated, status| {
+            if let Some(status) = status {
+                let status = status.to_vec();
+                all.insert(id.to_string(), WorkerStatus { status, updated });
+            }
+        })?;
+        Ok(all)
     }
 
     /// Every live worker on the board, including those that have not
@@ -321,31 +317,37 @@ impl Scoreboard {
     /// as Parallel::Scoreboard does. A record that stays torn or corrupt is
     /// skipped with a warning. Files of dead workers are removed on the way.
     pub fn live_workers(&self) -> Result<Vec<LiveWorker>> {
-        let own_id = self.current_id();
         let mut all = Vec::new();
+        self.visit_live(|id, updated, status| {
+            all.push(LiveWorker {
+                id: id.to_string(),
+                updated,
+                status: status.map(<[u8]>::to_vec),
+            })
+        })?;
+        Ok(all)
+    }
+
+    /// Calls `visit` with the id, the last write and the status (if it
+    /// wrote one) of every live worker whose record reads back whole.
+    fn visit_live(&self, mut visit: impl FnMut(&str, SystemTime, Option<&[u8]>)) -> Result<()> {
+        let own_id = self.current_id();
         let mut buf = Vec::new();
         reader::scan(&self.dir, Some(&own_id), &|_| false, |file| {
-            let never_written = file.stat.st_size < record::HEADER_LEN as i64;
+            let updated = reader::mtime(&file.stat);
+            if file.stat.st_size < record::HEADER_LEN as i64 {
+                return visit(file.id, updated, None);
+            }
             let path = || {
                 self.dir
                     .join(&format!("status_{}", file.id))
                     .display()
                     .to_string()
             };
-            let status = match never_written {
-                true => None,
-                false => match reader::read_status(&file, &mut buf, self.max_status_len, path) {
-                    Some(status) => Some(status.to_vec()),
-                    None => return,
-                },
-            };
-            all.push(LiveWorker {
-                id: file.id.to_string(),
-                updated: reader::mtime(&file.stat),
-                status,
-            });
-        })?;
-        Ok(all)
+            if let Some(status) = reader::read_status(&file, &mut buf, self.max_status_len, path) {
+                visit(file.id, updated, Some(status));
+            }
+        })
     }
 
     /// Removes the status files of dead workers.

@@ -130,9 +130,10 @@ pub fn read_status<'b>(
         buf.resize(INITIAL_READ.min(limit), 0);
     }
     let mut attempts = 0;
-    let mut len = 0;
     while attempts < READ_ATTEMPTS {
-        len = match sys::pread_full(file.fd, buf) {
+        // One pread per attempt: a regular file gives all it has up to the
+        // buffer's size, and a short read parses as incomplete and is retried.
+        let len = match sys::pread_once(file.fd, buf) {
             Ok(n) => n,
             Err(e) => {
                 log::warn!("cannot read {}: {e}; skipping it", path());
@@ -140,7 +141,10 @@ pub fn read_status<'b>(
             }
         };
         match record::parse(&buf[..len]) {
-            Parsed::Valid(_) => break,
+            Parsed::Valid(status) => {
+                let end = HEADER_LEN + status.len();
+                return Some(&buf[HEADER_LEN..end]);
+            }
             Parsed::Empty => return None,
             Parsed::Incomplete { needed } if len == buf.len() => {
                 // The buffer was too small. Grow it to what the header asks,
@@ -164,16 +168,11 @@ pub fn read_status<'b>(
             Parsed::Incomplete { .. } | Parsed::Mismatch => attempts += 1,
         }
     }
-    match record::parse(&buf[..len]) {
-        Parsed::Valid(status) => Some(status),
-        _ => {
-            log::warn!(
-                "failed to read a consistent status from {} in {READ_ATTEMPTS} attempts; skipping it",
-                path()
-            );
-            None
-        }
-    }
+    log::warn!(
+        "failed to read a consistent status from {} in {READ_ATTEMPTS} attempts; skipping it",
+        path()
+    );
+    None
 }
 
 /// The time a status file was last written.

@@ -91,32 +91,16 @@ pub fn unlinkat(dir: RawFd, name: &CStr) -> io::Result<()> {
     cvt(unsafe { libc::unlinkat(dir, name.as_ptr(), 0) }).map(drop)
 }
 
-/// Reads from offset 0 until `buf` is full or the file ends.
-pub fn pread_full(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
-    let mut done = 0;
-    while done < buf.len() {
-        let rest = &mut buf[done..];
-        let n = retry(|| {
-            let n = unsafe {
-                libc::pread(
-                    fd,
-                    rest.as_mut_ptr().cast(),
-                    rest.len(),
-                    done as libc::off_t,
-                )
-            };
-            if n < 0 {
-                Err(io::Error::last_os_error())
-            } else {
-                Ok(n as usize)
-            }
-        })?;
-        if n == 0 {
-            break;
+/// One `pread` from offset 0 into `buf`.
+pub fn pread_once(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
+    retry(|| {
+        let n = unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
         }
-        done += n;
-    }
-    Ok(done)
+    })
 }
 
 /// Writes `head` then `body` from offset 0: one `pwritev` in the common

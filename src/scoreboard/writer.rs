@@ -135,10 +135,18 @@ pub fn write_record(fd: RawFd, status: &[u8]) -> std::result::Result<(), WriteEr
     }
     let header = record::header(status);
     let result = if status.len() <= STACK_RECORD - HEADER_LEN {
-        let mut buf = [0u8; STACK_RECORD];
-        buf[..HEADER_LEN].copy_from_slice(&header);
-        buf[HEADER_LEN..HEADER_LEN + status.len()].copy_from_slice(status);
-        sys::pwrite_at_zero(fd, &buf[..HEADER_LEN + status.len()])
+        // Not zero-filled: clearing 4 KiB took a fifth of a small update.
+        let mut buf = std::mem::MaybeUninit::<[u8; STACK_RECORD]>::uninit();
+        let len = HEADER_LEN + status.len();
+        let start = buf.as_mut_ptr().cast::<u8>();
+        // SAFETY: both copies stay within the buffer (len <= STACK_RECORD),
+        // and the slice below covers exactly the bytes they initialised.
+        let record = unsafe {
+            std::ptr::copy_nonoverlapping(header.as_ptr(), start, HEADER_LEN);
+            std::ptr::copy_nonoverlapping(status.as_ptr(), start.add(HEADER_LEN), status.len());
+            std::slice::from_raw_parts(start, len)
+        };
+        sys::pwrite_at_zero(fd, record)
     } else {
         sys::pwrite2_at_zero(fd, &header, status)
     };
