@@ -1,1 +1,1107 @@
-fn main() {}
+//! Benchmarks of the supervisor (the `prefork` binary), not of the library:
+//!
+//! 1. respawn latency: SIGKILL of a worker to its replacement's status file;
+//! 2. start-up time of 100 and 1000 workers, and the master's memory;
+//! 3. the idle master's wake-ups and CPU time;
+//! 4. the cost of one board check (the master's own debug log), against a
+//!    library `read_all` of the same board;
+//! 5. the wall time of one `prefork report STATUS`.
+//!
+//! `cargo bench --bench supervisor` runs them all (about 70 s);
+//! `PREFORK_BENCH_QUICK=1` runs a shorter version of each (about 25 s),
+//! `PREFORK_BENCH_ONLY=respawn,startup,idle,check,report` a subset;
+//! `PREFORK_BENCH_BIN=path` measures another build of prefork. Each
+//! master runs in a fresh directory under /dev/shm, in its own process group,
+//! with `PR_SET_PDEATHSIG` (it dies with this process, and its workers die
+//! with it); a guard stops it when a section ends or fails, and kills any
+//! process left with its `PREFORK_MASTER_PID`.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::ffi::OsStr;
+use std::fs::{self, File};
+use std::io::{self, Write};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
+use nix::sys::signal::{kill, killpg, Signal};
+use nix::unistd::Pid;
+
+/// The binary under test: `PREFORK_BENCH_BIN` when set (bench/supervisor.sh
+/// points it at a plain `cargo build --release` binary: the bench profile's
+/// build differs, with debug info and the dev-dependencies' features), else
+/// the one cargo built for this bench.
+fn prefork() -> &'static str {
+    static BIN: OnceLock<String> = OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("PREFORK_BENCH_BIN")
+            .ok()
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_prefork").to_string())
+    })
+}
+
+/// A worker that never reports and never exits on its own.
+const SLEEPER: &[&str] = &["sleep", "100000"];
+
+/// A worker that reports once (so that `read_all` has a record to read),
+/// then sleeps with the status file still open and locked.
+fn reporting_sleeper() -> Vec<String> {
+    vec![
+        "sh".into(),
+        "-c".into(),
+        r#""$0" report "idle slot=$PREFORK_WORKER_SLOT" && exec sleep 100000"#.into(),
+        prefork().into(),
+    ]
+}
+
+fn main() {
+    let quick = std::env::var_os("PREFORK_BENCH_QUICK").is_some_and(|v| v != "0" && !v.is_empty());
+    let only = std::env::var("PREFORK_BENCH_ONLY").unwrap_or_default();
+    let wanted = |name: &str| only.is_empty() || only.split(',').any(|s| s.trim() == name);
+    machine(quick);
+    if wanted("respawn") {
+        respawn_latency(quick);
+    }
+    if wanted("startup") {
+        startup(quick);
+    }
+    if wanted("idle") {
+        idle_wakeups(quick);
+    }
+    if wanted("check") {
+        check_cost(quick);
+    }
+    if wanted("report") {
+        report_call(quick);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The sections
+
+fn machine(quick: bool) {
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let model = fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, m)| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "?".into());
+    let kernel = read_trimmed("/proc/sys/kernel/osrelease");
+    let pid_max = read_trimmed("/proc/sys/kernel/pid_max");
+    let nproc = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NPROC)
+        .map_or("?".to_string(), |(soft, _)| limit(soft));
+    println!(
+        "# prefork supervisor benchmarks{}",
+        if quick { " (quick mode)" } else { "" }
+    );
+    println!();
+    let size = fs::metadata(prefork()).map_or(0, |m| m.len());
+    println!(
+        "- binary: {} ({:.1} MiB)",
+        prefork(),
+        size as f64 / 1048576.0
+    );
+    println!("- CPUs: {cpus} ({model}), kernel {kernel}");
+    println!("- pid_max {pid_max}, RLIMIT_NPROC {nproc}");
+    println!("- load average at start: {}", loadavg());
+    println!();
+}
+
+/// 1. From a worker's SIGKILL to its replacement's `status_<pid>`.
+fn respawn_latency(quick: bool) {
+    const WORKERS: usize = 16;
+    // A worker younger than `--min-uptime` (1 s by the master's clock, which
+    // starts a little after we see the file) would count as a quick death.
+    const MIN_AGE: Duration = Duration::from_millis(1100);
+    // Let the master finish the previous respawn (exec, log) before the next.
+    const GAP: Duration = Duration::from_millis(40);
+    let kills = if quick { 60 } else { 300 };
+    section(&format!(
+        "1. Respawn latency: SIGKILL to the replacement's status file ({WORKERS} `sleep` workers, {kills} kills)"
+    ));
+    let mut master = Master::start(WORKERS, &[], SLEEPER, None);
+    let mut alive: Vec<(i32, Instant)> = master.wait_for_workers(WORKERS, Duration::from_secs(30));
+    println!(
+        "master pid {} (for `strace -c -f -p` or `perf record -p`)",
+        master.pid()
+    );
+    println!();
+    let _ = io::stdout().flush();
+    let mut latencies = Vec::with_capacity(kills);
+    let (mut reaped, mut forked, mut together) = (Vec::new(), Vec::new(), 0);
+    let mut last = Instant::now();
+    for _ in 0..kills {
+        let oldest = (0..alive.len())
+            .min_by_key(|&i| alive[i].1)
+            .expect("workers");
+        let (victim, born) = alive[oldest];
+        sleep_until((born + MIN_AGE).max(last + GAP));
+        let t0 = Instant::now();
+        kill(Pid::from_raw(victim), Signal::SIGKILL).expect("kill a worker");
+        let deadline = t0 + Duration::from_secs(5);
+        let Some((pid, seen)) = master.watch.next_new(&master.seen, deadline) else {
+            panic!(
+                "no replacement for worker {victim} within 5 s: {}",
+                tail(&master.log)
+            );
+        };
+        master.seen.insert(pid);
+        latencies.push(seen - t0);
+        // The master removes the dead worker's file when it reaps it, just
+        // before it forks the replacement.
+        if let Some(&removed) = master.watch.removed.get(&victim) {
+            reaped.push(removed.saturating_duration_since(t0));
+            forked.push(seen.saturating_duration_since(removed));
+            together += usize::from(removed == seen);
+        }
+        alive[oldest] = (pid, seen);
+        last = seen;
+    }
+    let pid = master.pid();
+    let hwm = proc_status_number(pid, "VmHWM");
+    master.stop(Signal::SIGTERM);
+    let log = fs::read_to_string(&master.log).unwrap_or_default();
+    let quick_deaths = log.lines().filter(|l| l.contains("crash-looping")).count();
+    let respawns = log.lines().filter(|l| l.contains("(restart ")).count();
+    println!("| interval | samples | median | p90 | p99 | max | min | mean |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let s = Summary::of(&latencies);
+    for (name, samples) in [
+        ("**SIGKILL -> new status file**", &latencies),
+        ("SIGKILL -> old file removed (reap)", &reaped),
+        ("old file removed -> new status file (spawn)", &forked),
+    ] {
+        if samples.is_empty() {
+            continue;
+        }
+        let s = Summary::of(samples);
+        println!(
+            "| {name} | {} | {} | {} | {} | {} | {} | {} |",
+            samples.len(),
+            fmt(s.median),
+            fmt(s.p90),
+            fmt(s.p99),
+            fmt(s.max),
+            fmt(s.min),
+            fmt(s.mean)
+        );
+    }
+    println!();
+    println!(
+        "(the split is as this process saw the inotify events: when both come in one read, \
+         as in {together} of {} kills here, the whole latency counts as reap)",
+        reaped.len()
+    );
+    println!(
+        "master log: {respawns} respawns, {quick_deaths} crash-loop delays (must be 0); master VmHWM {hwm} KiB"
+    );
+    verdict("median respawn latency", s.median, Duration::from_millis(2));
+    println!("load average after: {}", loadavg());
+}
+
+/// 2. Start-up time and the master's memory.
+fn startup(quick: bool) {
+    section("2. Start-up: `prefork -w N -- sleep 100000` until all N status files exist");
+    let max_workers = workers_allowed(1000);
+    let sizes: Vec<(usize, usize)> = [(1, 5), (100, 5), (1000, 5)]
+        .into_iter()
+        .filter(|&(n, _)| n <= max_workers)
+        .map(|(n, runs)| (n, if quick { 1 } else { runs }))
+        .collect();
+    println!(
+        "| workers | runs | start-up median | min | max | per worker (median) | master CPU (median) | VmRSS | of which anon / file | VmHWM | graceful stop (SIGTERM) |"
+    );
+    println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let mut rss_100 = None;
+    for (n, runs) in sizes {
+        let mut times = Vec::new();
+        let mut stops = Vec::new();
+        let mut cpu = Vec::new();
+        let (mut rss, mut hwm, mut anon, mut file) = (0, 0, 0, 0);
+        for _ in 0..runs {
+            let mut master = Master::start(n, &[], SLEEPER, None);
+            master.wait_for_workers(n, Duration::from_secs(120));
+            times.push(master.started.elapsed());
+            cpu.push(Usage::of(master.pid()).runtime());
+            // Let the master log its last spawn and settle in its loop.
+            std::thread::sleep(Duration::from_millis(300));
+            let now = proc_status_number(master.pid(), "VmRSS");
+            if now >= rss {
+                rss = now;
+                anon = proc_status_number(master.pid(), "RssAnon");
+                file = proc_status_number(master.pid(), "RssFile");
+            }
+            hwm = hwm.max(proc_status_number(master.pid(), "VmHWM"));
+            stops.push(master.stop(Signal::SIGTERM));
+        }
+        let s = Summary::of(&times);
+        let stop = Summary::of(&stops);
+        if n == 100 {
+            rss_100 = Some(rss);
+        }
+        println!(
+            "| {n} | {runs} | {} | {} | {} | {} | {} | {rss} KiB | {anon} / {file} KiB | {hwm} KiB | {} |",
+            fmt(s.median),
+            fmt(s.min),
+            fmt(s.max),
+            fmt(s.median / n as u32),
+            fmt(Summary::of(&cpu).median),
+            fmt(stop.median),
+        );
+    }
+    if max_workers < 1000 {
+        println!("(1000 workers skipped: the process limit allows only {max_workers})");
+    }
+    println!();
+    println!(
+        "start-up: from spawning prefork to the N-th status file; master CPU: its run time \
+         (/proc/<pid>/schedstat) from exec to that moment, less sensitive to other load than the wall time."
+    );
+    println!(
+        "VmRSS/VmHWM: the largest over the runs, 300 ms after the last status file appeared; \
+         RssAnon is the master's own memory, RssFile the pages of its binary and libraries \
+         (shared with other processes running them)."
+    );
+    if let Some(rss) = rss_100 {
+        let ok = rss <= 4096;
+        println!(
+            "target: master RSS <= 4 MiB with 100 workers: {rss} KiB -> {}",
+            if ok { "met" } else { "MISSED" }
+        );
+    }
+    println!("load average after: {}", loadavg());
+}
+
+/// 3. How often an idle master wakes up, and what it costs.
+fn idle_wakeups(quick: bool) {
+    let period = Duration::from_secs(if quick { 3 } else { 10 });
+    section(&format!(
+        "3. Idle master: `sleep` workers, default settings (check every 1 s, no timeout), over {}",
+        fmt(period)
+    ));
+    println!(
+        "| workers | wake-ups (vol + invol) | per second | CPU utime+stime | CPU (schedstat) | CPU share | CPU per wake-up |"
+    );
+    println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let mut verdicts = Vec::new();
+    for n in [100, 1000] {
+        if n > workers_allowed(n) {
+            println!("| {n} | skipped: process limit | | | | | |");
+            continue;
+        }
+        let mut master = Master::start(n, &[], SLEEPER, None);
+        master.wait_for_workers(n, Duration::from_secs(60));
+        std::thread::sleep(Duration::from_millis(1500));
+        let pid = master.pid();
+        let before = Usage::of(pid);
+        let t0 = Instant::now();
+        std::thread::sleep(period);
+        let after = Usage::of(pid);
+        let elapsed = t0.elapsed();
+        master.stop(Signal::SIGTERM);
+        let d = after.since(&before);
+        let secs = elapsed.as_secs_f64();
+        println!(
+            "| {n} | {} ({} + {}) | {:.2} | {} ticks = {} ms | {} | {:.4} % | {} |",
+            d.wakeups(),
+            d.voluntary,
+            d.involuntary,
+            d.wakeups() as f64 / secs,
+            d.ticks,
+            d.ticks * 1000 / clock_ticks(),
+            fmt(d.runtime()),
+            d.runtime().as_secs_f64() / secs * 100.0,
+            fmt(d.runtime() / d.wakeups().max(1) as u32),
+        );
+        let expected = secs.round() as u64;
+        verdicts.push(format!(
+            "{n} workers: {} wake-ups in {} (expected about {expected}): {}",
+            d.wakeups(),
+            fmt(elapsed),
+            if d.wakeups() <= expected + 2 {
+                "met"
+            } else {
+                "MORE than expected"
+            }
+        ));
+    }
+    println!();
+    println!(
+        "wake-ups: voluntary + nonvoluntary context switches (/proc/<pid>/status); CPU: /proc/<pid>/stat \
+         (clock ticks of {} ms) and /proc/<pid>/schedstat (ns)",
+        1000 / clock_ticks()
+    );
+    for v in verdicts {
+        println!("expected: about one wake-up per check interval; {v}");
+    }
+    println!("load average after: {}", loadavg());
+}
+
+/// 4. One board check, from the master's debug log, and `read_all`.
+fn check_cost(quick: bool) {
+    let lines = if quick { 20 } else { 50 };
+    let reads = if quick { 20 } else { 50 };
+    section(&format!(
+        "4. One board check: `RUST_LOG=debug --check-interval 100ms`, workers that reported once then sleep; \
+         {lines} checks, and {reads} library `read_all()` of the same board"
+    ));
+    println!(
+        "| workers | check median | check p90 | check max | master CPU per wake-up | `read_all` every 100 ms: median | max | `read_all` back to back: median | max |"
+    );
+    println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let worker = reporting_sleeper();
+    let worker: Vec<&str> = worker.iter().map(String::as_str).collect();
+    let mut check_1000 = None;
+    for n in [100, 1000] {
+        if n > workers_allowed(n) {
+            println!("| {n} | skipped: process limit | | | | | | | |");
+            continue;
+        }
+        let mut master = Master::start(n, &["--check-interval", "100ms"], &worker, Some("debug"));
+        master.wait_for_workers(n, Duration::from_secs(120));
+        let reader = prefork::scoreboard::Scoreboard::builder(&master.board)
+            .monitor()
+            .build()
+            .expect("open the board as a monitor");
+        // Every worker has reported once: read_all sees them all.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while reader.read_all().map_or(0, |all| all.len()) < n {
+            assert!(Instant::now() < deadline, "the workers did not all report");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+        let skip = checks_logged(&master.log, n).len();
+        let before = Usage::of(master.pid());
+        let deadline = Instant::now() + Duration::from_secs(30 + lines as u64 / 5);
+        let checks = loop {
+            std::thread::sleep(Duration::from_millis(100));
+            let all = checks_logged(&master.log, n);
+            if all.len() >= skip + lines {
+                break all[skip..skip + lines].to_vec();
+            }
+            assert!(Instant::now() < deadline, "too few checks logged");
+        };
+        let per_wakeup = {
+            let d = Usage::of(master.pid()).since(&before);
+            d.runtime() / d.wakeups().max(1) as u32
+        };
+        // The master is stopped meanwhile, so that the two do not compete.
+        kill(Pid::from_raw(master.pid()), Signal::SIGSTOP).expect("SIGSTOP the master");
+        let spaced = time_read_all(&reader, n, reads, Duration::from_millis(100));
+        let back_to_back = time_read_all(&reader, n, reads, Duration::ZERO);
+        kill(Pid::from_raw(master.pid()), Signal::SIGCONT).expect("SIGCONT the master");
+        drop(reader);
+        master.stop(Signal::SIGTERM);
+        let c = Summary::of(&checks);
+        let r = Summary::of(&spaced);
+        let b = Summary::of(&back_to_back);
+        if n == 1000 {
+            check_1000 = Some(c.median);
+        }
+        println!(
+            "| {n} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            fmt(c.median),
+            fmt(c.p90),
+            fmt(c.max),
+            fmt(per_wakeup),
+            fmt(r.median),
+            fmt(r.max),
+            fmt(b.median),
+            fmt(b.max),
+        );
+    }
+    println!();
+    println!(
+        "check: the master's own figure (`board check of N worker(s) took Xus`, microsecond resolution);"
+    );
+    println!(
+        "master CPU per wake-up: its schedstat run time over the same checks divided by its context switches \
+         (the check, plus the rest of a turn of its loop: poll, signals, waitpid, the log line);"
+    );
+    println!(
+        "read_all: timed in this process with the master stopped (SIGSTOP); `every 100 ms` is a naive \
+         supervisor's periodic check, `back to back` the same with warm caches."
+    );
+    if let Some(median) = check_1000 {
+        verdict(
+            "board check with 1000 workers (median)",
+            median,
+            Duration::from_millis(2),
+        );
+    }
+    println!("load average after: {}", loadavg());
+}
+
+/// `reads` timed calls of `read_all` (after 3 unmeasured ones), `spacing`
+/// apart; each must see `n` workers.
+fn time_read_all(
+    reader: &prefork::scoreboard::Scoreboard,
+    n: usize,
+    reads: usize,
+    spacing: Duration,
+) -> Vec<Duration> {
+    for _ in 0..3 {
+        reader.read_all().expect("read_all");
+    }
+    let mut times = Vec::with_capacity(reads);
+    for _ in 0..reads {
+        std::thread::sleep(spacing);
+        let t0 = Instant::now();
+        let all = reader.read_all().expect("read_all");
+        times.push(t0.elapsed());
+        assert_eq!(all.len(), n, "read_all missed workers");
+    }
+    times
+}
+
+/// 5. `prefork report STATUS`, a process per call, as a shell worker runs it.
+fn report_call(quick: bool) {
+    let calls = if quick { 100 } else { 500 };
+    section(&format!(
+        "5. `prefork report STATUS`: wall time of one call (fork, exec, write, exit, wait), {calls} calls"
+    ));
+    let dir = bench_dir();
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(dir.path().join("status_report"))
+        .expect("create a status file");
+    // Kept away from 3, which the child's dup2 targets: dup2(3, 3) would
+    // leave close-on-exec set.
+    let fd = nix::fcntl::fcntl(file.as_raw_fd(), nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(10))
+        .expect("duplicate the status file's descriptor");
+    let status = "idle slot=0 served=12345";
+    let report = time_calls(calls, fd, prefork(), &["report", status]);
+    let len = fs::metadata(dir.path().join("status_report")).map_or(0, |m| m.len());
+    assert_eq!(
+        len as usize,
+        20 + status.len(),
+        "the status record was not written"
+    );
+    let true_path = ["/bin/true", "/usr/bin/true"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .unwrap_or("true");
+    let baseline = time_calls(calls, fd, true_path, &[]);
+    let _ = nix::unistd::close(fd);
+    println!("| command | median | p90 | p99 | max | min |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    for (name, times) in [
+        (format!("prefork report \"{status}\""), &report),
+        (format!("{true_path} (process start floor)"), &baseline),
+    ] {
+        let s = Summary::of(times);
+        println!(
+            "| `{name}` | {} | {} | {} | {} | {} |",
+            fmt(s.median),
+            fmt(s.p90),
+            fmt(s.p99),
+            fmt(s.max),
+            fmt(s.min)
+        );
+    }
+    println!();
+    verdict(
+        "median `prefork report`",
+        Summary::of(&report).median,
+        Duration::from_millis(2),
+    );
+    println!("load average after: {}", loadavg());
+}
+
+/// Runs `program args` `calls` times (after 20 unmeasured ones) with `fd`
+/// as its descriptor 3 and `PREFORK_STATUS_FD=3`; the wall time of each.
+fn time_calls(calls: usize, fd: RawFd, program: &str, args: &[&str]) -> Vec<Duration> {
+    let mut times = Vec::with_capacity(calls);
+    for i in 0..calls + 20 {
+        let mut cmd = Command::new(program);
+        cmd.args(args)
+            .env("PREFORK_STATUS_FD", "3")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        // SAFETY: dup2 is async-signal-safe; nothing is allocated.
+        unsafe {
+            cmd.pre_exec(move || {
+                if libc::dup2(fd, 3) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let t0 = Instant::now();
+        let status = cmd.status().expect("run the command");
+        let elapsed = t0.elapsed();
+        assert!(status.success(), "{program} {args:?} failed: {status}");
+        if i >= 20 {
+            times.push(elapsed);
+        }
+    }
+    times
+}
+
+// ---------------------------------------------------------------------------
+// A master under test
+
+/// A running `prefork` master on a fresh board; stopped when dropped.
+struct Master {
+    child: Child,
+    /// When `spawn` was called.
+    started: Instant,
+    /// The same, in clock ticks since boot (as in /proc/<pid>/stat).
+    born: u64,
+    board: PathBuf,
+    log: PathBuf,
+    watch: BoardWatch,
+    /// Every worker pid seen on the board.
+    seen: HashSet<i32>,
+    /// Holds `board` and `log`; removed last.
+    _dir: tempfile::TempDir,
+}
+
+impl Master {
+    fn start(workers: usize, options: &[&str], command: &[&str], rust_log: Option<&str>) -> Master {
+        let dir = bench_dir();
+        let board = dir.path().join("board");
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&board)
+            .expect("create the board directory");
+        let log = dir.path().join("master.log");
+        let log_file = File::create(&log).expect("create the master's log");
+        let watch = BoardWatch::new(&board);
+        let mut cmd = Command::new(prefork());
+        cmd.arg("--workers")
+            .arg(workers.to_string())
+            .arg("--scoreboard")
+            .arg(&board)
+            .args(options)
+            .arg("--")
+            .args(command)
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .process_group(0);
+        if let Some(level) = rust_log {
+            cmd.env("RUST_LOG", level);
+        }
+        // SAFETY: prctl is async-signal-safe. The master dies with this
+        // process (even one killed by SIGKILL), and its workers with it.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::prctl(
+                    libc::PR_SET_PDEATHSIG,
+                    libc::SIGKILL as libc::c_ulong,
+                    0,
+                    0,
+                    0,
+                ) < 0
+                {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let born = uptime_ticks();
+        let started = Instant::now();
+        let child = cmd.spawn().expect("start prefork");
+        Master {
+            child,
+            started,
+            born,
+            board,
+            log,
+            watch,
+            seen: HashSet::new(),
+            _dir: dir,
+        }
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Waits until `n` workers' status files have appeared; returns them
+    /// with when each was seen.
+    fn wait_for_workers(&mut self, n: usize, timeout: Duration) -> Vec<(i32, Instant)> {
+        let deadline = Instant::now() + timeout;
+        let mut found = Vec::with_capacity(n);
+        while found.len() < n {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!(
+                    "prefork exited ({status}) before its {n} workers started: {}",
+                    tail(&self.log)
+                );
+            }
+            let step = (Instant::now() + Duration::from_millis(500)).min(deadline);
+            match self.watch.next_new(&self.seen, step) {
+                Some((pid, at)) => {
+                    self.seen.insert(pid);
+                    found.push((pid, at));
+                }
+                None if Instant::now() >= deadline => panic!(
+                    "only {} of {n} workers started within {}: {}",
+                    found.len(),
+                    fmt(timeout),
+                    tail(&self.log)
+                ),
+                None => {}
+            }
+        }
+        found
+    }
+
+    /// Sends `signal` to the master and waits for its exit (SIGKILL to its
+    /// process group after 60 s); returns how long that took.
+    fn stop(&mut self, signal: Signal) -> Duration {
+        let t0 = Instant::now();
+        let pid = Pid::from_raw(self.pid());
+        let _ = kill(pid, Signal::SIGCONT);
+        let _ = kill(pid, signal);
+        if !self.wait_exit(Duration::from_secs(60)) {
+            eprintln!("prefork {pid} did not stop on {signal}: SIGKILL to its process group");
+            let _ = killpg(pid, Signal::SIGKILL);
+            self.wait_exit(Duration::from_secs(10));
+        }
+        let elapsed = t0.elapsed();
+        let left = kill_leftovers(self.pid(), self.born);
+        if left > 0 {
+            eprintln!("WARNING: {left} process(es) of prefork {pid} outlived it (killed now)");
+        }
+        elapsed
+    }
+
+    /// Whether the master exited (and was reaped) within `timeout`.
+    fn wait_exit(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(_)) | Err(_) => return true,
+                Ok(None) if Instant::now() >= deadline => return false,
+                Ok(None) => std::thread::sleep(Duration::from_millis(2)),
+            }
+        }
+    }
+}
+
+impl Drop for Master {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            // A section failed: stop at once (SIGKILL to the workers).
+            let pid = Pid::from_raw(self.pid());
+            let _ = kill(pid, Signal::SIGCONT);
+            let _ = kill(pid, Signal::SIGQUIT);
+            if !self.wait_exit(Duration::from_secs(5)) {
+                let _ = killpg(pid, Signal::SIGKILL);
+                self.wait_exit(Duration::from_secs(5));
+            }
+            kill_leftovers(self.pid(), self.born);
+        }
+    }
+}
+
+/// Kills (by process group) every process that still carries
+/// `PREFORK_MASTER_PID=<master>` in its environment and was started during
+/// the master's life (from `born`, in clock ticks since boot, to now, just
+/// after it was reaped): its workers and what they started. Returns how
+/// many there were.
+fn kill_leftovers(master: i32, born: u64) -> usize {
+    // The pid is free again once the master is reaped: processes started
+    // from then on may belong to another master that got the same pid.
+    let reaped = uptime_ticks();
+    let needle = format!("PREFORK_MASTER_PID={master}");
+    let mut count = 0;
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return 0;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        match start_ticks(pid) {
+            Some(t) if t >= born && t < reaped => {}
+            _ => continue,
+        }
+        let Ok(environ) = fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        if environ
+            .split(|&b| b == 0)
+            .any(|var| var == needle.as_bytes())
+        {
+            let pgid = nix::unistd::getpgid(Some(Pid::from_raw(pid))).unwrap_or(Pid::from_raw(pid));
+            if pgid.as_raw() > 1 && pgid != nix::unistd::getpgrp() {
+                let _ = killpg(pgid, Signal::SIGKILL);
+            }
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+            count += 1;
+        }
+    }
+    count
+}
+
+/// Status files appearing in (and removed from) a board directory, through
+/// inotify.
+struct BoardWatch {
+    inotify: Inotify,
+    dir: PathBuf,
+    /// Names read but not yet consumed, with when they were read.
+    pending: VecDeque<(String, Instant)>,
+    /// When the removal of `status_<pid>` was first seen.
+    removed: HashMap<i32, Instant>,
+}
+
+impl BoardWatch {
+    fn new(dir: &Path) -> BoardWatch {
+        let inotify =
+            Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).expect("inotify_init");
+        inotify
+            .add_watch(
+                dir,
+                AddWatchFlags::IN_CREATE | AddWatchFlags::IN_MOVED_TO | AddWatchFlags::IN_DELETE,
+            )
+            .expect("inotify_add_watch");
+        BoardWatch {
+            inotify,
+            dir: dir.to_path_buf(),
+            pending: VecDeque::new(),
+            removed: HashMap::new(),
+        }
+    }
+
+    /// The next `status_<pid>` that appears, for a pid not in `known`, and
+    /// when it was seen; `None` at `deadline`.
+    fn next_new(&mut self, known: &HashSet<i32>, deadline: Instant) -> Option<(i32, Instant)> {
+        loop {
+            while let Some((name, at)) = self.pending.pop_front() {
+                match status_pid(&name) {
+                    Some(pid) if !known.contains(&pid) => return Some((pid, at)),
+                    _ => {}
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            let mut fds = [libc::pollfd {
+                fd: self.inotify.as_fd().as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            }];
+            let ms = left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+            // SAFETY: one valid pollfd.
+            let ready = unsafe { libc::poll(fds.as_mut_ptr(), 1, ms) };
+            let at = Instant::now();
+            if ready <= 0 {
+                continue;
+            }
+            match self.inotify.read_events() {
+                Ok(events) => {
+                    for event in events {
+                        if event.mask.contains(AddWatchFlags::IN_Q_OVERFLOW) {
+                            // Events were lost: list the directory instead.
+                            for name in list_status_files(&self.dir) {
+                                self.pending.push_back((name, at));
+                            }
+                        } else if let Some(name) = event.name {
+                            let name = name.to_string_lossy().into_owned();
+                            if event.mask.contains(AddWatchFlags::IN_DELETE) {
+                                if let Some(pid) = status_pid(&name) {
+                                    self.removed.entry(pid).or_insert(at);
+                                }
+                            } else {
+                                self.pending.push_back((name, at));
+                            }
+                        }
+                    }
+                }
+                Err(Errno::EAGAIN) | Err(Errno::EINTR) => {}
+                Err(e) => panic!("reading inotify events: {e}"),
+            }
+        }
+    }
+}
+
+/// The pid in `status_<pid>` (not `.tmp`, nothing else).
+fn status_pid(name: &str) -> Option<i32> {
+    let digits = name.strip_prefix("status_")?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+fn list_status_files(dir: &Path) -> Vec<String> {
+    fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| status_pid(n).is_some())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The durations of the checks of `n` workers logged so far.
+fn checks_logged(log: &Path, n: usize) -> Vec<Duration> {
+    let text = fs::read_to_string(log).unwrap_or_default();
+    text.lines()
+        .filter_map(|line| {
+            let rest = line.split_once("board check of ")?.1;
+            let (count, rest) = rest.split_once(" worker(s) took ")?;
+            let micros = rest.trim().strip_suffix("us")?;
+            (count.parse::<usize>().ok()? == n).then_some(())?;
+            Some(Duration::from_micros(micros.parse().ok()?))
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------
+// Measuring
+
+#[derive(Debug, Clone, Copy)]
+struct Summary {
+    min: Duration,
+    median: Duration,
+    p90: Duration,
+    p99: Duration,
+    max: Duration,
+    mean: Duration,
+}
+
+impl Summary {
+    /// Nearest-rank percentiles.
+    fn of(samples: &[Duration]) -> Summary {
+        assert!(!samples.is_empty(), "no samples");
+        let mut sorted = samples.to_vec();
+        sorted.sort();
+        let rank = |p: f64| {
+            let i = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+            sorted[i.clamp(1, sorted.len()) - 1]
+        };
+        Summary {
+            min: sorted[0],
+            median: rank(50.0),
+            p90: rank(90.0),
+            p99: rank(99.0),
+            max: sorted[sorted.len() - 1],
+            mean: sorted.iter().sum::<Duration>() / sorted.len() as u32,
+        }
+    }
+}
+
+/// A process's scheduling counters.
+#[derive(Debug, Clone, Copy)]
+struct Usage {
+    voluntary: u64,
+    involuntary: u64,
+    /// utime + stime, in clock ticks.
+    ticks: u64,
+    /// Time on a CPU, in nanoseconds (/proc/<pid>/schedstat).
+    runtime_ns: u64,
+    /// Times it was scheduled in.
+    slices: u64,
+}
+
+impl Usage {
+    fn since(&self, earlier: &Usage) -> Usage {
+        Usage {
+            voluntary: self.voluntary - earlier.voluntary,
+            involuntary: self.involuntary - earlier.involuntary,
+            ticks: self.ticks - earlier.ticks,
+            runtime_ns: self.runtime_ns - earlier.runtime_ns,
+            slices: self.slices - earlier.slices,
+        }
+    }
+
+    fn wakeups(&self) -> u64 {
+        self.voluntary + self.involuntary
+    }
+
+    fn runtime(&self) -> Duration {
+        Duration::from_nanos(self.runtime_ns)
+    }
+
+    fn of(pid: i32) -> Usage {
+        let stat = fs::read_to_string(format!("/proc/{pid}/stat")).expect("read /proc/<pid>/stat");
+        // Fields after the command's closing parenthesis start at field 3.
+        let fields: Vec<&str> = stat
+            .rsplit_once(')')
+            .expect("stat format")
+            .1
+            .split_whitespace()
+            .collect();
+        let field = |n: usize| fields[n - 3].parse::<u64>().expect("a number");
+        let schedstat = fs::read_to_string(format!("/proc/{pid}/schedstat")).unwrap_or_default();
+        let sched: Vec<u64> = schedstat
+            .split_whitespace()
+            .filter_map(|s| s.parse().ok())
+            .collect();
+        Usage {
+            voluntary: proc_status_number(pid, "voluntary_ctxt_switches"),
+            involuntary: proc_status_number(pid, "nonvoluntary_ctxt_switches"),
+            ticks: field(14) + field(15),
+            runtime_ns: sched.first().copied().unwrap_or(0),
+            slices: sched.get(2).copied().unwrap_or(0),
+        }
+    }
+}
+
+/// The number in a `/proc/<pid>/status` line (kB for the Vm* ones).
+fn proc_status_number(pid: i32, key: &str) -> u64 {
+    let text = fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/<pid>/status");
+    text.lines()
+        .find_map(|line| {
+            let (k, v) = line.split_once(':')?;
+            (k == key).then(|| v.split_whitespace().next()?.parse().ok())?
+        })
+        .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"))
+}
+
+/// When a process started, in clock ticks since boot (field 22 of
+/// /proc/<pid>/stat).
+fn start_ticks(pid: i32) -> Option<u64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after_comm = stat.rsplit_once(')')?.1;
+    after_comm.split_whitespace().nth(22 - 3)?.parse().ok()
+}
+
+/// Now, in clock ticks since boot.
+fn uptime_ticks() -> u64 {
+    let uptime = read_trimmed("/proc/uptime");
+    let secs: f64 = uptime
+        .split_whitespace()
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0.0);
+    (secs * clock_ticks() as f64) as u64
+}
+
+fn clock_ticks() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if hz > 0 {
+        hz as u64
+    } else {
+        100
+    }
+}
+
+/// How many workers this user may start (one process each, besides what
+/// already runs), capped at `wanted`.
+fn workers_allowed(wanted: usize) -> usize {
+    let limit = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NPROC)
+        .map_or(u64::MAX, |(soft, _)| soft);
+    let pid_max: u64 = read_trimmed("/proc/sys/kernel/pid_max")
+        .parse()
+        .unwrap_or(32768);
+    // Head room for this process, the master, and whatever else runs.
+    let room = limit.min(pid_max).saturating_sub(2000);
+    wanted.min(room as usize)
+}
+
+// ---------------------------------------------------------------------------
+// Small things
+
+fn bench_dir() -> tempfile::TempDir {
+    let base = ["/dev/shm"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_dir())
+        .unwrap_or_else(std::env::temp_dir);
+    tempfile::Builder::new()
+        .prefix("prefork-bench-")
+        .tempdir_in(base)
+        .expect("create a temporary directory")
+}
+
+fn sleep_until(at: Instant) {
+    let now = Instant::now();
+    if at > now {
+        std::thread::sleep(at - now);
+    }
+}
+
+fn section(title: &str) {
+    println!();
+    println!("## {title}");
+    println!();
+    let _ = io::stdout().flush();
+}
+
+fn verdict(what: &str, got: Duration, target: Duration) {
+    println!(
+        "target: {what} <= {}: {} -> {}",
+        fmt(target),
+        fmt(got),
+        if got <= target { "met" } else { "MISSED" }
+    );
+}
+
+/// A duration with three significant figures.
+fn fmt(d: Duration) -> String {
+    let ns = d.as_nanos() as f64;
+    let (value, unit) = if ns < 1e3 {
+        (ns, "ns")
+    } else if ns < 1e6 {
+        (ns / 1e3, "µs")
+    } else if ns < 1e9 {
+        (ns / 1e6, "ms")
+    } else {
+        (ns / 1e9, "s")
+    };
+    let decimals = if value < 10.0 {
+        2
+    } else if value < 100.0 {
+        1
+    } else {
+        0
+    };
+    format!("{value:.decimals$} {unit}")
+}
+
+fn limit(value: u64) -> String {
+    if value == libc::RLIM_INFINITY {
+        "unlimited".into()
+    } else {
+        value.to_string()
+    }
+}
+
+fn read_trimmed(path: impl AsRef<OsStr>) -> String {
+    fs::read_to_string(Path::new(path.as_ref()))
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "?".into())
+}
+
+fn loadavg() -> String {
+    read_trimmed("/proc/loadavg")
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The last lines of a log, for a failure message.
+fn tail(log: &Path) -> String {
+    let text = fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(10)..].join("\n")
+}

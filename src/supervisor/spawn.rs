@@ -3,7 +3,7 @@
 //! std's `Command` and by [`Spawner::new`]; between `fork` and `exec` the
 //! child makes only raw, async-signal-safe system calls (see `in_child`).
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::io;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
@@ -45,7 +45,10 @@ impl std::fmt::Display for SpawnError {
 
 /// What a worker is: the command, where it runs, what it is told.
 pub struct Spawner {
+    /// As given, for messages and as the worker's argv[0].
     program: OsString,
+    /// Where it was found on PATH, once, rather than by every child.
+    resolved: OsString,
     args: Vec<OsString>,
     env: Vec<(OsString, OsString)>,
     working_directory: Option<PathBuf>,
@@ -62,7 +65,13 @@ impl Spawner {
         scoreboard_dir: PathBuf,
         registrar: ForkRegistrar,
     ) -> Self {
+        let path = env
+            .iter()
+            .find(|(key, _)| key == "PATH")
+            .map(|(_, value)| value.clone())
+            .or_else(|| std::env::var_os("PATH"));
         Spawner {
+            resolved: resolve(&command[0], path.as_deref()),
             program: command[0].clone(),
             args: command[1..].to_vec(),
             env: env.to_vec(),
@@ -86,8 +95,9 @@ impl Spawner {
     /// exec'd (std waits on its close-on-exec error pipe), so an exec failure
     /// is reported here, never as a worker that dies at once.
     pub fn spawn(&self, slot: usize) -> Result<Pid, SpawnError> {
-        let mut cmd = Command::new(&self.program);
-        cmd.args(&self.args)
+        let mut cmd = Command::new(&self.resolved);
+        cmd.arg0(&self.program)
+            .args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .env(DIR_VAR, &self.scoreboard_dir)
             .env(STATUS_FD_VAR, STATUS_FD.to_string())
@@ -116,6 +126,24 @@ impl Spawner {
             Err(e) => Err(classify(e)),
         }
     }
+}
+
+/// `program`'s path on `path`, like execvp would find it; the program itself
+/// when it names a path, or when it is not found (exec then says so).
+fn resolve(program: &OsStr, path: Option<&OsStr>) -> OsString {
+    use std::os::unix::ffi::OsStrExt;
+    use std::os::unix::fs::PermissionsExt;
+    if program.as_bytes().contains(&b'/') {
+        return program.to_owned();
+    }
+    let dirs = std::env::split_paths(path.unwrap_or(OsStr::new("/usr/local/bin:/usr/bin:/bin")));
+    dirs.filter(|dir| dir.is_absolute())
+        .map(|dir| dir.join(program))
+        .find(|candidate| {
+            std::fs::metadata(candidate)
+                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .map_or_else(|| program.to_owned(), Into::into)
 }
 
 /// The child's side, between fork and exec. Async-signal-safe only.
