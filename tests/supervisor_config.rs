@@ -326,3 +326,44 @@ fn a_rollout_to_a_command_that_cannot_run_keeps_the_old_workers() {
     master.signal(Signal::SIGTERM);
     assert!(master.wait_exit().success());
 }
+
+/// Found under fire: a rollout interrupted by a SIGHUP whose command cannot
+/// run went back to the command from before the rollout, but left the
+/// workers the rollout had already started running the command in between,
+/// for good: the pool stayed mixed.
+#[test]
+fn an_aborted_rollout_leaves_no_worker_of_the_interrupted_one() {
+    let sandbox = Sandbox::new();
+    // Slow to stop: the rollout waits a second for each old worker.
+    let worker = sandbox.script(
+        "versioned.sh",
+        r#"echo "$1 $$" >> "$DIR/versions"
+trap 'sleep 1; exit 0' TERM
+echo $$ >> "$DIR/ready"
+while :; do sleep 1 & wait $!; done"#,
+    );
+    let body =
+        |command: &str| format!("command = {command}\nworkers = 3\ngraceful_timeout = \"5s\"\n");
+    let version = |v: &str| format!("[\"sh\", \"{worker}\", \"{v}\"]");
+    let config = write_config(&sandbox, "prefork.toml", &body(&version("v1")));
+    let mut master = Running::start(&mut sandbox.prefork(&["-c", &config]));
+    master.wait_ready(&sandbox, 3);
+    write_config(&sandbox, "prefork.toml", &body(&version("v2")));
+    master.signal(Signal::SIGHUP);
+    master.wait_until("the rollout's first step", || {
+        master.stderr().contains("rolling restart: retiring worker")
+    });
+    let missing = sandbox.join("no-such-program");
+    write_config(&sandbox, "prefork.toml", &body(&format!("[\"{missing}\"]")));
+    master.signal(Signal::SIGHUP);
+    master.wait_until("the abort", || {
+        master.stderr().contains("rolling restart aborted")
+    });
+    let runs = |pid: i32, v: &str| sandbox.lines("versions").contains(&format!("{v} {pid}"));
+    master.wait_until("every worker back on v1", || {
+        let workers = master.workers();
+        workers.len() == 3 && workers.iter().all(|&pid| runs(pid, "v1"))
+    });
+    master.signal(Signal::SIGTERM);
+    assert!(master.wait_exit().success());
+}

@@ -71,6 +71,69 @@ fn usr1_prints_one_line_per_worker_with_its_pid_and_status() {
     }
 }
 
+/// Found under fire: the master read, escaped and printed the whole of every
+/// status in its SIGUSR1 dump (and of a stuck worker's last status in its
+/// log, keeping a copy): a multi-megabyte status held its loop up for as
+/// long at every SIGUSR1 (no reaping, no respawn) and left its heap as large.
+#[test]
+fn the_master_shows_a_kibibyte_of_a_huge_status() {
+    let sandbox = Sandbox::new();
+    let script = sandbox.join("huge.py");
+    std::fs::write(
+        &script,
+        r#"import hashlib, os, struct, time
+status = b"huge " + b"x" * (4 << 20)
+record = hashlib.md5(status).digest() + struct.pack(">I", len(status)) + status
+os.pwrite(int(os.environ["PREFORK_STATUS_FD"]), record, 0)
+with open(os.path.join(os.environ["DIR"], "ready"), "a") as ready:
+    ready.write(f"{os.getpid()}\n")
+while True:
+    time.sleep(1)
+"#,
+    )
+    .expect("write the worker");
+    let options = [
+        "-w",
+        "1",
+        "-t",
+        "1500ms",
+        "--check-interval",
+        "100ms",
+        "--kill-timeout",
+        "300ms",
+        "--",
+        "python3",
+        &script,
+    ];
+    let master = Running::start(&mut sandbox.prefork(&options));
+    let first = master.wait_ready(&sandbox, 1)[0];
+    let whole = format!("... ({} bytes)", 5 + (4 << 20));
+    let dump = master.dump();
+    let row = dump.lines().nth(2).expect("the slot's line");
+    assert!(
+        row.len() < 1200 && row.ends_with(&whole) && row.contains("huge xxx"),
+        "{} bytes: {}",
+        row.len(),
+        &row[..row.len().min(200)]
+    );
+    // It never writes again: stuck, and its last status said in a line.
+    master.wait_until("the stuck worker's replacement", || {
+        master.spawned().iter().any(|&(pid, _)| pid != first)
+    });
+    let log = master.stderr();
+    let stuck = log
+        .lines()
+        .find(|l| l.contains("is stuck"))
+        .expect("a stuck line");
+    assert!(stuck.len() < 1500 && stuck.contains(&whole), "{stuck:.200}");
+    let dump = master.dump();
+    assert!(
+        dump.lines().all(|l| l.len() < 2600),
+        "{}",
+        &dump[..dump.len().min(300)]
+    );
+}
+
 #[test]
 fn quit_kills_every_worker_at_once_even_those_ignoring_term() {
     let sandbox = Sandbox::new();

@@ -3,6 +3,7 @@
 //! than `--timeout`, in the same slot; silent workers are left alone when the
 //! timeout is off; the board stays clean of dead files.
 
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
@@ -45,6 +46,18 @@ fn start(sandbox: &Sandbox, options: &[&str], command: &[String]) -> Running {
     args.push("--");
     args.extend(command.iter().map(String::as_str));
     Running::start(&mut sandbox.prefork(&args))
+}
+
+/// A `prefork status` run: its exit code must be 0.
+fn status_of(sandbox: &Sandbox) {
+    let out = Command::new(env!("CARGO_BIN_EXE_prefork"))
+        .arg("status")
+        .arg("-d")
+        .arg(sandbox.board())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run prefork status");
+    assert!(out.status.success(), "{out:?}");
 }
 
 /// Stops the master gracefully and checks that nothing is left: no
@@ -225,4 +238,43 @@ while :; do sleep 1 & wait $!; done"#,
     });
     assert_eq!(master.workers(), workers);
     stop_cleanly(master, &sandbox);
+}
+
+/// Found under fire: a worker that closed its status descriptor (releasing
+/// its lock) had its file removed by the next reader, which takes it for a
+/// dead worker's; the master then lost sight of the worker and never judged
+/// it stuck, though it never wrote again.
+#[test]
+fn a_worker_whose_file_a_reader_removed_is_still_judged_stuck() {
+    let sandbox = Sandbox::new();
+    let closer = sandbox.script(
+        "closer.sh",
+        r#"exec 3>&-
+echo $$ >> "$DIR/ready"
+while :; do sleep 1 & wait $!; done"#,
+    );
+    let options = [
+        "-w",
+        "1",
+        "-t",
+        "1s",
+        "--check-interval",
+        "100ms",
+        "--kill-timeout",
+        "300ms",
+    ];
+    let master = start(&sandbox, &options, &["sh".into(), closer]);
+    let first = master.wait_ready(&sandbox, 1)[0];
+    master.wait_until("the warning", || {
+        master.stderr().contains("holds no live status file")
+    });
+    // The lock is free: a reader removes the file as a dead worker's.
+    status_of(&sandbox);
+    assert!(!sandbox.board().join(format!("status_{first}")).exists());
+    master.wait_until("the closer to be judged stuck and replaced", || {
+        master
+            .stderr()
+            .contains(&format!("worker pid={first} slot=0 is stuck"))
+            && master.spawned().iter().any(|&(pid, _)| pid != first)
+    });
 }

@@ -1,0 +1,144 @@
+//! The pool as it must be after each round: as many workers as the
+//! master's target, each running, holding its locked status file, written
+//! within the stuck timeout, and running the configuration last loaded; the
+//! wait for it, and the master's own dump agreeing.
+
+use std::os::unix::fs::MetadataExt;
+use std::time::{Duration, Instant, SystemTime};
+
+use super::driver::Chaos;
+use super::procfs::{env_var, flocked, last_arg};
+use super::sampler::lstat;
+use super::{CONVERGE_LIMIT, STABLE_FOR, STUCK_TIMEOUT};
+use crate::harness::{all_procs, Proc};
+
+impl Chaos<'_> {
+    pub(super) fn workers(&self) -> Vec<Proc> {
+        let master = self.master.pid();
+        all_procs()
+            .into_iter()
+            .filter(|p| p.ppid == master && p.pgid == p.pid && p.state != 'Z')
+            .collect()
+    }
+
+    pub(super) fn slot_workers(&self) -> Vec<(i32, usize)> {
+        self.workers()
+            .iter()
+            .filter_map(|p| {
+                let slot = env_var(p.pid, "PREFORK_WORKER_SLOT")?.parse().ok()?;
+                Some((p.pid, slot))
+            })
+            .collect()
+    }
+
+    /// `Ok` when the pool is what it must be; else why not.
+    fn pool_state(&self) -> Result<(), String> {
+        let workers = self.workers();
+        if workers.len() != self.target {
+            return Err(format!(
+                "{} workers for a target of {}",
+                workers.len(),
+                self.target
+            ));
+        }
+        let locked = flocked();
+        let wall = SystemTime::now();
+        let board = self.sandbox.board();
+        for w in &workers {
+            let pid = w.pid;
+            if matches!(w.state, 'T' | 't') {
+                return Err(format!("pid={pid} is stopped"));
+            }
+            let Some(meta) = lstat(&board, format!("status_{pid}").as_ref()) else {
+                return Err(format!("pid={pid} has no status file"));
+            };
+            if !meta.file_type().is_file() || !locked.contains(&(meta.dev(), meta.ino())) {
+                return Err(format!("pid={pid}'s status file is not locked"));
+            }
+            let silent = meta
+                .modified()
+                .ok()
+                .and_then(|m| wall.duration_since(m).ok())
+                .unwrap_or_default();
+            if silent > STUCK_TIMEOUT {
+                return Err(format!("pid={pid} silent for {} ms", silent.as_millis()));
+            }
+            let (arg, env) = (last_arg(pid), env_var(pid, "CHAOS_ENV"));
+            if arg.as_deref() != Some(self.current.arg) || env.as_deref() != Some(self.current.env)
+            {
+                return Err(format!(
+                    "pid={pid} runs {arg:?}/{env:?}, not {}/{}",
+                    self.current.arg, self.current.env
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until the pool has converged (held for [`STABLE_FOR`]); returns
+    /// when it did, and whether it had to (the first look found it
+    /// disturbed), or `None` after [`CONVERGE_LIMIT`] (a violation).
+    pub(super) fn converge(&mut self, why: &str) -> Option<(Instant, bool)> {
+        let deadline = Instant::now() + CONVERGE_LIMIT;
+        let mut since: Option<Instant> = None;
+        let mut disturbed = false;
+        let mut last_log = Instant::now() - Duration::from_secs(1);
+        loop {
+            if last_log.elapsed() >= Duration::from_millis(100) {
+                self.scan_log();
+                last_log = Instant::now();
+            }
+            let now = Instant::now();
+            match self.pool_state() {
+                Ok(()) => {
+                    let start = *since.get_or_insert(now);
+                    if now.duration_since(start) >= STABLE_FOR {
+                        return Some((start, disturbed));
+                    }
+                }
+                Err(why_not) => {
+                    since = None;
+                    disturbed = true;
+                    if now > deadline {
+                        self.findings.violation(format!(
+                            "no convergence within {} s after {why}: {why_not}",
+                            CONVERGE_LIMIT.as_secs()
+                        ));
+                        return None;
+                    }
+                }
+            }
+            if self.master.try_exit().is_some() {
+                self.findings.violation("the master exited during the run");
+                return None;
+            }
+            // Fine-grained while it is quick, lighter on the machine after.
+            let waited = CONVERGE_LIMIT.saturating_sub(deadline.saturating_duration_since(now));
+            let pause = if waited < Duration::from_millis(500) {
+                10
+            } else {
+                30
+            };
+            std::thread::sleep(Duration::from_millis(pause));
+        }
+    }
+
+    /// The master's own view must agree with `/proc` once converged.
+    pub(super) fn check_dump(&mut self) {
+        let expected = format!("workers={}/{}", self.target, self.target);
+        for attempt in 0..3 {
+            let Some(dump) = self.sync_dump("after a round") else {
+                return;
+            };
+            let header = dump.lines().next().unwrap_or_default().to_string();
+            if header.contains(&expected) {
+                return;
+            }
+            if attempt == 2 {
+                self.findings
+                    .violation(format!("the dump says {header:?}, /proc says {expected}"));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
