@@ -3,7 +3,7 @@
 # wake-ups, the cost of a board check, `prefork report` (see
 # benches/supervisor.rs). `cargo bench --bench supervisor` builds prefork
 # optimized and runs them; then `prefork report` is timed with hyperfine,
-# when it is installed. Results: bench/supervisor-results.md.
+# when it is installed. Results: BENCHMARKS.md.
 #
 #   bench/supervisor.sh            # the whole run, about 75 s once built
 #   bench/supervisor.sh --quick    # shorter, about 30 s (PREFORK_BENCH_QUICK=1)
