@@ -11,7 +11,7 @@ the end: SIGTERM, exit 0 expected, nothing left on the board.
 
 Writes a CSV of the samples and prints a per-minute summary.
 
-    cargo build --release --examples
+    cargo build --release --bins --examples
     python3 bench/soak.py [--secs 600] [--csv soak.csv]
 """
 import argparse
@@ -57,7 +57,7 @@ def main():
     args = parser.parse_args()
     for exe in (PREFORK, HAMMER):
         if not os.path.exists(exe):
-            sys.exit(f"{exe} is missing: run `cargo build --release --examples` first")
+            sys.exit(f"{exe} is missing: run `cargo build --release --bins --examples` first")
     rng = random.Random(args.seed)
     board = tempfile.mkdtemp(prefix="prefork-soak-", dir="/dev/shm")
     os.rmdir(board)
