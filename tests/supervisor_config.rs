@@ -28,6 +28,20 @@ while :; do sleep 1 & wait $!; done"#,
     )
 }
 
+/// A master running two marking workers from a config file: the file's
+/// path, the master, and its workers.
+fn two_workers_from_config(sandbox: &Sandbox) -> (String, Running, Vec<i32>) {
+    let worker = marking_worker(sandbox);
+    let config = write_config(
+        sandbox,
+        "prefork.toml",
+        &format!("command = [\"sh\", \"{worker}\"]\nworkers = 2\n"),
+    );
+    let master = Running::start(&mut sandbox.prefork(&["-c", &config, "--graceful-timeout", "1s"]));
+    let workers = master.wait_ready(sandbox, 2);
+    (config, master, workers)
+}
+
 fn run(cmd: &mut Command) -> Output {
     cmd.output().expect("run prefork")
 }
@@ -272,15 +286,7 @@ fn sighup_without_a_config_file_restarts_every_worker() {
 #[test]
 fn sighup_with_a_broken_file_changes_nothing() {
     let sandbox = Sandbox::new();
-    let worker = marking_worker(&sandbox);
-    let config = write_config(
-        &sandbox,
-        "prefork.toml",
-        &format!("command = [\"sh\", \"{worker}\"]\nworkers = 2\n"),
-    );
-    let mut master =
-        Running::start(&mut sandbox.prefork(&["-c", &config, "--graceful-timeout", "1s"]));
-    let before = master.wait_ready(&sandbox, 2);
+    let (config, mut master, before) = two_workers_from_config(&sandbox);
     write_config(
         &sandbox,
         "prefork.toml",
@@ -303,21 +309,9 @@ fn sighup_with_a_broken_file_changes_nothing() {
 #[test]
 fn a_rollout_to_a_command_that_cannot_run_keeps_the_old_workers() {
     let sandbox = Sandbox::new();
-    let worker = marking_worker(&sandbox);
-    let config = write_config(
-        &sandbox,
-        "prefork.toml",
-        &format!("command = [\"sh\", \"{worker}\"]\nworkers = 2\n"),
-    );
-    let mut master =
-        Running::start(&mut sandbox.prefork(&["-c", &config, "--graceful-timeout", "1s"]));
-    let before = master.wait_ready(&sandbox, 2);
+    let (config, mut master, before) = two_workers_from_config(&sandbox);
     let missing = sandbox.join("no-such-program");
-    write_config(
-        &sandbox,
-        "prefork.toml",
-        &format!("command = [\"{missing}\"]\nworkers = 2\n"),
-    );
+    std::fs::write(&config, format!("command = [\"{missing}\"]\nworkers = 2\n")).unwrap();
     master.signal(Signal::SIGHUP);
     master.wait_until("the aborted rollout", || {
         master.stderr().contains("rolling restart aborted")
