@@ -1,7 +1,6 @@
 //! The `prefork` binary: parse, run, map the outcome to an exit code.
 
 use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
@@ -52,7 +51,7 @@ fn check(source: config::Source) -> Result<()> {
 fn status(args: StatusArgs) -> Result<ExitCode> {
     let dir = match (args.scoreboard_dir, &args.config) {
         (Some(dir), _) => dir,
-        (None, Some(file)) => board_of(file)?,
+        (None, Some(file)) => config::scoreboard_dir_of(file)?,
         (None, None) => unreachable!("clap requires one of them"),
     };
     let query = status::Query {
@@ -62,17 +61,5 @@ fn status(args: StatusArgs) -> Result<ExitCode> {
     Ok(match status::run(&dir, query)? {
         true => ExitCode::SUCCESS,
         false => ExitCode::from(UNHEALTHY),
-    })
-}
-
-/// The scoreboard directory a config file names.
-fn board_of(file: &std::path::Path) -> Result<PathBuf> {
-    let layer = config::read(file)?;
-    layer.scoreboard_dir.ok_or_else(|| {
-        ConfigError(format!(
-            "{} sets no scoreboard_dir, so its board is private to its master: pass --scoreboard DIR",
-            file.display()
-        ))
-        .into()
     })
 }

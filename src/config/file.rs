@@ -57,6 +57,16 @@ pub fn read(path: &Path) -> Result<Layer, ConfigError> {
     toml::from_str(&text).map_err(|e| ConfigError(locate(path, &text, &e)))
 }
 
+/// The scoreboard directory a config file names (for `prefork status -c`).
+pub fn scoreboard_dir_of(path: &Path) -> Result<PathBuf, ConfigError> {
+    read(path)?.scoreboard_dir.ok_or_else(|| {
+        ConfigError(format!(
+            "{} sets no scoreboard_dir, so its board is private to its master: pass --scoreboard DIR",
+            path.display()
+        ))
+    })
+}
+
 /// `FILE:LINE:COLUMN: key `K`: message`, then the line with a caret.
 fn locate(path: &Path, text: &str, error: &toml::de::Error) -> String {
     let message = error.message().trim_end();

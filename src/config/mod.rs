@@ -6,7 +6,7 @@ mod de;
 mod file;
 mod layer;
 
-pub use file::{read, render, ConfigError, Source};
+pub use file::{read, render, scoreboard_dir_of, ConfigError, Source};
 pub use layer::Layer;
 
 use std::ffi::OsString;
