@@ -429,6 +429,19 @@ impl Running {
         pids
     }
 
+    /// Asserts that each of `workers` was ended by SIGKILL and left no
+    /// process of its group behind.
+    pub fn assert_killed(&self, workers: &[i32]) {
+        for &pid in workers {
+            let end = self.end_of(pid).unwrap_or_default();
+            assert!(end.contains("(SIGKILL)"), "{}", self.report(&end));
+            assert!(
+                !alive(pid) && !group_exists(pid),
+                "worker {pid} or its group is left"
+            );
+        }
+    }
+
     /// The master's children that are dead but not reaped.
     pub fn zombies(&self) -> Vec<i32> {
         children_of(self.pid)

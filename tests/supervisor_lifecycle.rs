@@ -157,11 +157,7 @@ fn a_worker_ignoring_term_is_killed_after_the_graceful_timeout() {
     assert_eq!(status.code(), Some(0), "{}", master.report("exit status"));
     // A lower bound, not a performance assertion: it did wait.
     assert!(asked.elapsed() >= Duration::from_millis(500));
-    for pid in workers {
-        let end = master.end_of(pid).unwrap_or_default();
-        assert!(end.contains("(SIGKILL)"), "{}", master.report(&end));
-        assert!(!alive(pid) && !group_exists(pid));
-    }
+    master.assert_killed(&workers);
 }
 
 #[test]

@@ -154,11 +154,7 @@ fn quit_kills_every_worker_at_once_even_those_ignoring_term() {
     master.signal(Signal::SIGQUIT);
 
     assert_eq!(master.wait_exit().code(), Some(0), "{}", master.stderr());
-    for pid in workers {
-        let end = master.end_of(pid).unwrap_or_default();
-        assert!(end.contains("(SIGKILL)"), "{}", master.report(&end));
-        assert!(!alive(pid) && !group_exists(pid));
-    }
+    master.assert_killed(&workers);
 }
 
 #[test]
