@@ -102,6 +102,8 @@ def main():
         os.kill(master.pid, signal.SIGTERM)
         code = master.wait(timeout=60)
         left = os.listdir(board) if os.path.isdir(board) else []
+        if os.path.isdir(board) and not left:
+            os.rmdir(board)  # prefork leaves a directory it was given in place
     with open(args.csv, "w") as out:
         out.write("secs,master_cpu_secs,rss_kib,fds\n")
         for t, cpu, rss, fds in samples:
