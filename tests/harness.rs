@@ -146,6 +146,22 @@ while True:
         cmd
     }
 
+    /// A master running `n` copies of the shell script `worker` on this
+    /// sandbox's board, with the given graceful timeout.
+    pub fn start_sh_workers(&self, n: usize, graceful_timeout: &str, worker: &str) -> Running {
+        let n = n.to_string();
+        let args = [
+            "-w",
+            &n,
+            "--graceful-timeout",
+            graceful_timeout,
+            "--",
+            "sh",
+            worker,
+        ];
+        Running::start(&mut self.prefork(&args))
+    }
+
     /// A `prefork` command with `args` only: the board is its default.
     pub fn prefork_on_default_board(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_prefork"));

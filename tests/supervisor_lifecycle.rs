@@ -79,15 +79,7 @@ fn a_killed_worker_is_replaced_in_the_same_slot_and_reaped() {
 fn term_stops_every_worker_with_sigterm_and_exits_0_leaving_nothing() {
     let sandbox = Sandbox::new();
     let worker = sandbox.worker(TERM_AND_EXIT);
-    let mut master = Running::start(&mut sandbox.prefork(&[
-        "-w",
-        "3",
-        "--graceful-timeout",
-        "5s",
-        "--",
-        "sh",
-        &worker,
-    ]));
+    let mut master = sandbox.start_sh_workers(3, "5s", &worker);
     let workers = master.wait_ready(&sandbox, 3);
     assert_eq!(sandbox.board_files().len(), 3, "one status file per worker");
 
@@ -139,15 +131,7 @@ fn the_default_scoreboard_directory_is_removed_at_exit() {
 fn a_worker_ignoring_term_is_killed_after_the_graceful_timeout() {
     let sandbox = Sandbox::new();
     let worker = sandbox.worker("trap '' TERM");
-    let mut master = Running::start(&mut sandbox.prefork(&[
-        "-w",
-        "2",
-        "--graceful-timeout",
-        "500ms",
-        "--",
-        "sh",
-        &worker,
-    ]));
+    let mut master = sandbox.start_sh_workers(2, "500ms", &worker);
     let workers = master.wait_ready(&sandbox, 2);
 
     let asked = Instant::now();
@@ -171,15 +155,7 @@ echo $! >> "$DIR/children"
 echo $$ >> "$DIR/ready"
 wait"#,
     );
-    let mut master = Running::start(&mut sandbox.prefork(&[
-        "-w",
-        "2",
-        "--graceful-timeout",
-        "5s",
-        "--",
-        "sh",
-        &worker,
-    ]));
+    let mut master = sandbox.start_sh_workers(2, "5s", &worker);
     let workers = master.wait_ready(&sandbox, 2);
     let children = sandbox.pids("children");
     assert_eq!(children.len(), 2);
@@ -210,15 +186,7 @@ trap 'exit 0' TERM
 echo $$ >> "$DIR/ready"
 while :; do sleep 1 & wait $!; done"#,
     );
-    let mut master = Running::start(&mut sandbox.prefork(&[
-        "-w",
-        "1",
-        "--graceful-timeout",
-        "500ms",
-        "--",
-        "sh",
-        &worker,
-    ]));
+    let mut master = sandbox.start_sh_workers(1, "500ms", &worker);
     let worker_pid = master.wait_ready(&sandbox, 1)[0];
     master.wait_until("the worker's child", || sandbox.pids("children").len() == 1);
     let child = *sandbox.pids("children").first().unwrap();

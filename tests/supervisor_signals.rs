@@ -140,15 +140,7 @@ fn quit_kills_every_worker_at_once_even_those_ignoring_term() {
     let worker = sandbox.worker("trap '' TERM");
     // A 60 s graceful timeout, far beyond the harness's 10 s wait for the
     // exit: only an immediate stop passes.
-    let mut master = Running::start(&mut sandbox.prefork(&[
-        "-w",
-        "2",
-        "--graceful-timeout",
-        "60s",
-        "--",
-        "sh",
-        &worker,
-    ]));
+    let mut master = sandbox.start_sh_workers(2, "60s", &worker);
     let workers = master.wait_ready(&sandbox, 2);
 
     master.signal(Signal::SIGQUIT);
@@ -161,15 +153,7 @@ fn quit_kills_every_worker_at_once_even_those_ignoring_term() {
 fn a_second_term_during_a_graceful_shutdown_is_immediate() {
     let sandbox = Sandbox::new();
     let worker = sandbox.worker(NOTE_TERM);
-    let mut master = Running::start(&mut sandbox.prefork(&[
-        "-w",
-        "2",
-        "--graceful-timeout",
-        "60s",
-        "--",
-        "sh",
-        &worker,
-    ]));
+    let mut master = sandbox.start_sh_workers(2, "60s", &worker);
     let workers = master.wait_ready(&sandbox, 2);
 
     master.signal(Signal::SIGTERM);
