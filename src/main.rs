@@ -7,7 +7,7 @@ use anyhow::Result;
 use clap::Parser;
 use prefork::cli::{Cli, StatusArgs, Sub};
 use prefork::config::{self, ConfigError};
-use prefork::supervisor::{self, StartFailure};
+use prefork::supervisor::{self, sinks, StartFailure};
 use prefork::{report, status};
 
 /// `prefork status --min-workers N` found fewer.
@@ -15,9 +15,7 @@ const UNHEALTHY: u8 = 3;
 
 fn main() -> ExitCode {
     let cli = Cli::parse(); // exits 2 on a usage error
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format_target(false)
-        .init();
+    sinks::init_logging();
     let outcome = match cli.subcommand {
         Some(Sub::Check(args)) => check(args.into_source()),
         Some(Sub::Status(args)) => return status(args).unwrap_or_else(|e| fail(&e)),
@@ -31,6 +29,8 @@ fn main() -> ExitCode {
 }
 
 fn fail(e: &anyhow::Error) -> ExitCode {
+    // What the log still holds goes first.
+    sinks::flush_log_at_exit(std::time::Duration::from_millis(500));
     eprintln!("prefork: {e:#}");
     if let Some(failure) = e.downcast_ref::<StartFailure>() {
         ExitCode::from(failure.code)

@@ -1,137 +1,324 @@
-//! Starting one worker. Everything a child needs (argv, envp, the program's
-//! path, the scoreboard's directory descriptor) is prepared before `fork`, by
-//! std's `Command` and by [`Spawner::new`]; between `fork` and `exec` the
-//! child makes only raw, async-signal-safe system calls (see `in_child`).
+//! Starting workers: `fork`, then `exec` in the child, and a close-on-exec
+//! pipe through which the child reports a failure before `exec` (or, by
+//! closing it, that `exec` succeeded). The master never waits on that pipe
+//! in its loop: the read end joins the loop's poll set ([`ExecWatch`]).
+//!
+//! Everything the child needs is prepared before `fork` ([`Prepared`]: the
+//! program's resolved path, argv and envp as C strings, the pointer arrays,
+//! the working directory; the board's directory descriptor; `/dev/null`).
+//! Between `fork` and `exec` the child calls only these, each
+//! async-signal-safe (POSIX.1-2008 list, or a raw system call that takes no
+//! lock and allocates nothing), and never returns into Rust code that could:
+//! - `setpgid`: its own process group, which the master signals as a whole;
+//! - `prctl(PR_SET_PDEATHSIG)` and `getppid`: die with the master;
+//! - `sigprocmask`, and `rt_sigaction` as a raw system call: an empty mask
+//!   and default dispositions (see [`default_disposition`]);
+//! - `dup2`: `/dev/null` as standard input;
+//! - [`ForkRegistrar::register`]: `getpid`, `openat`, `flock`, `renameat`,
+//!   `dup2`/`fcntl`, `close`, with names formatted on the stack: its status
+//!   file, locked, as descriptor [`STATUS_FD`];
+//! - `chdir`, `close_range` (or `fcntl` on each descriptor), `execve`;
+//! - on failure, `write` of a fixed-size report and `_exit`.
 
-use std::ffi::{OsStr, OsString};
+use std::ffi::{CString, OsStr, OsString};
+use std::fmt;
 use std::io;
-use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use nix::unistd::Pid;
 
+use super::spec::WorkerSpec;
 use crate::scoreboard::{ForkRegistrar, DIR_VAR, STATUS_FD_VAR};
 
 /// The descriptor number of a worker's own status file. The master keeps
-/// this number occupied (see [`reserve_status_fd`]) so that std's internal
-/// exec-error pipe can never be given it and then be clobbered by `dup2`.
+/// this number occupied (see [`reserve_status_fd`]) so that none of its own
+/// descriptors (an exec pipe) can be given it and then clobbered by `dup2`.
 pub const STATUS_FD: i32 = 3;
 
-/// Marks an errno that came from registering on the scoreboard, not from
-/// `exec`: std passes the child's raw error code through its pipe unchanged.
-const REGISTER_TAG: i32 = 0x0100_0000;
+/// The step of the child's set-up that failed, as the report says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u32)]
+enum Stage {
+    Setup = 1,
+    Stdin = 2,
+    Register = 3,
+    Chdir = 4,
+    Exec = 5,
+}
 
 /// Why a worker could not be started.
 #[derive(Debug)]
 pub enum SpawnError {
-    /// `exec` of the command failed (not found, not executable, ...).
-    Exec(io::Error),
+    /// The command cannot be turned into an argv/envp (a NUL byte).
+    Prepare(String),
+    /// `fork` failed (a process limit, memory).
+    Fork(io::Error),
+    /// The child's set-up before `exec` failed.
+    Setup(io::Error),
     /// The child could not create its status file.
     Register(io::Error),
-    /// `fork` or the set-up before `exec` failed.
-    Other(io::Error),
+    /// The working directory cannot be entered.
+    Chdir(PathBuf, io::Error),
+    /// `exec` of the command failed (not found, not executable, ...).
+    Exec(io::Error),
 }
 
-impl std::fmt::Display for SpawnError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Display for SpawnError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            SpawnError::Exec(e) => write!(f, "{e}"),
+            SpawnError::Prepare(why) => f.write_str(why),
+            SpawnError::Fork(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
+                write!(f, "fork failed: process limit reached ({e})")
+            }
+            SpawnError::Fork(e) => write!(f, "fork failed: {e}"),
+            SpawnError::Setup(e) => write!(f, "{e}"),
             SpawnError::Register(e) => write!(f, "cannot create its status file: {e}"),
-            SpawnError::Other(e) => write!(f, "{e}"),
+            SpawnError::Chdir(dir, e) => {
+                write!(f, "cannot enter working directory {}: {e}", dir.display())
+            }
+            SpawnError::Exec(e) => write!(f, "{e}"),
         }
     }
 }
 
-/// What a worker is: the command, where it runs, what it is told.
-pub struct Spawner {
-    /// As given, for messages and as the worker's argv[0].
-    program: OsString,
-    /// Where it was found on PATH, once, rather than by every child.
-    resolved: OsString,
-    args: Vec<OsString>,
-    env: Vec<(OsString, OsString)>,
-    working_directory: Option<PathBuf>,
-    scoreboard_dir: PathBuf,
-    registrar: ForkRegistrar,
-    master_pid: libc::pid_t,
+/// A forked worker whose exec has not reported yet.
+pub struct Started {
+    pub pid: Pid,
+    pub exec: ExecWatch,
 }
 
-impl Spawner {
-    pub fn new(
-        command: &[OsString],
-        env: &[(OsString, OsString)],
-        working_directory: Option<PathBuf>,
-        scoreboard_dir: PathBuf,
-        registrar: ForkRegistrar,
-    ) -> Self {
-        let path = env
+/// The read end of a child's exec-status pipe: a report when its set-up
+/// failed, end of file once `exec` succeeded (the write end is close-on-exec).
+pub struct ExecWatch {
+    fd: OwnedFd,
+    working_directory: Option<PathBuf>,
+}
+
+const REPORT_LEN: usize = 8;
+
+impl ExecWatch {
+    pub fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// What the child said, without waiting: `None` while it has not
+    /// exec'd nor failed yet.
+    pub fn try_result(&self) -> Option<Result<(), SpawnError>> {
+        let mut report = [0u8; REPORT_LEN];
+        loop {
+            // SAFETY: a valid buffer of its length; the descriptor is ours.
+            let n = unsafe { libc::read(self.fd(), report.as_mut_ptr().cast(), REPORT_LEN) };
+            if n >= 0 {
+                return Some(self.decode(&report[..n as usize]));
+            }
+            match io::Error::last_os_error() {
+                e if e.kind() == io::ErrorKind::Interrupted => continue,
+                e if e.kind() == io::ErrorKind::WouldBlock => return None,
+                e => return Some(Err(SpawnError::Setup(e))),
+            }
+        }
+    }
+
+    /// Waits for the child's answer (for the first worker only, before the
+    /// loop starts).
+    pub fn wait(&self) -> Result<(), SpawnError> {
+        loop {
+            if let Some(result) = self.try_result() {
+                return result;
+            }
+            let mut pfd = libc::pollfd {
+                fd: self.fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd; EINTR just loops.
+            unsafe { libc::poll(&mut pfd, 1, -1) };
+        }
+    }
+
+    fn decode(&self, report: &[u8]) -> Result<(), SpawnError> {
+        if report.is_empty() {
+            return Ok(()); // end of file: exec succeeded
+        }
+        if report.len() < REPORT_LEN {
+            let e = io::Error::new(io::ErrorKind::UnexpectedEof, "a truncated exec report");
+            return Err(SpawnError::Setup(e));
+        }
+        let stage = u32::from_ne_bytes(report[..4].try_into().expect("4 bytes"));
+        let errno = i32::from_ne_bytes(report[4..].try_into().expect("4 bytes"));
+        let e = io::Error::from_raw_os_error(errno);
+        Err(match stage {
+            s if s == Stage::Register as u32 => SpawnError::Register(e),
+            s if s == Stage::Chdir as u32 => {
+                SpawnError::Chdir(self.working_directory.clone().unwrap_or_default(), e)
+            }
+            s if s == Stage::Exec as u32 => SpawnError::Exec(e),
+            _ => SpawnError::Setup(e),
+        })
+    }
+}
+
+/// A spec made ready to fork: everything the child needs, as C data.
+struct Prepared {
+    spec: Arc<WorkerSpec>,
+    path: CString,
+    argv: Vec<CString>,
+    /// The environment but for the slot's variable.
+    env: Vec<CString>,
+    working_directory: Option<CString>,
+}
+
+/// Starts workers on one board.
+pub struct Launcher {
+    registrar: ForkRegistrar,
+    board_dir: PathBuf,
+    devnull: OwnedFd,
+    master_pid: libc::pid_t,
+    /// The last spec prepared: a spec is prepared once, not per worker.
+    prepared: Option<Prepared>,
+}
+
+impl Launcher {
+    pub fn new(registrar: ForkRegistrar, board_dir: &Path) -> io::Result<Launcher> {
+        let devnull = std::fs::File::open("/dev/null")?.into();
+        Ok(Launcher {
+            registrar,
+            board_dir: board_dir.to_path_buf(),
+            devnull,
+            master_pid: std::process::id() as libc::pid_t,
+            prepared: None,
+        })
+    }
+
+    /// Forks a worker for `slot` running `spec`. Returns at once: its exec's
+    /// outcome comes through the returned [`ExecWatch`].
+    pub fn spawn(&mut self, slot: usize, spec: &Arc<WorkerSpec>) -> Result<Started, SpawnError> {
+        if !self
+            .prepared
+            .as_ref()
+            .is_some_and(|p| Arc::ptr_eq(&p.spec, spec))
+        {
+            self.prepared = Some(self.prepare(spec)?);
+        }
+        let prepared = self.prepared.as_ref().expect("prepared above");
+        let slot_var = CString::new(format!("PREFORK_WORKER_SLOT={slot}")).expect("no NUL");
+        let argv = pointers(&prepared.argv);
+        let envp: Vec<*const libc::c_char> = prepared
+            .env
+            .iter()
+            .chain([&slot_var])
+            .map(|c| c.as_ptr())
+            .chain([std::ptr::null()])
+            .collect();
+        let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| SpawnError::Fork(e.into()))?;
+        let child = Child {
+            path: prepared.path.as_ptr(),
+            argv: argv.as_ptr(),
+            envp: envp.as_ptr(),
+            working_directory: prepared.working_directory.as_ref().map(|d| d.as_ptr()),
+            registrar: self.registrar,
+            devnull: self.devnull.as_raw_fd(),
+            report: write.as_raw_fd(),
+            master_pid: self.master_pid,
+        };
+        // SAFETY: the master is single-threaded, so the child is a copy of
+        // a process in which no lock is held; it runs only `Child::run`,
+        // which makes async-signal-safe calls on data prepared above and
+        // never returns.
+        match unsafe { nix::unistd::fork() } {
+            Ok(nix::unistd::ForkResult::Child) => unsafe { child.run() },
+            Ok(nix::unistd::ForkResult::Parent { child: pid }) => {
+                // Also from here: the master may signal the group before the
+                // child has run its own setpgid. (Fails harmlessly once the
+                // child has exec'd.)
+                let _ = nix::unistd::setpgid(pid, pid);
+                drop(write);
+                nix::fcntl::fcntl(
+                    read.as_raw_fd(),
+                    nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+                )
+                .map_err(|e| SpawnError::Setup(e.into()))?;
+                Ok(Started {
+                    pid,
+                    exec: ExecWatch {
+                        fd: read,
+                        working_directory: spec.working_directory.clone(),
+                    },
+                })
+            }
+            Err(e) => Err(SpawnError::Fork(e.into())),
+        }
+    }
+
+    fn prepare(&self, spec: &Arc<WorkerSpec>) -> Result<Prepared, SpawnError> {
+        let cstring = |what: &str, bytes: Vec<u8>| {
+            CString::new(bytes)
+                .map_err(|_| SpawnError::Prepare(format!("{what} contains a NUL byte")))
+        };
+        let path_var = spec
+            .env
             .iter()
             .find(|(key, _)| key == "PATH")
             .map(|(_, value)| value.clone())
             .or_else(|| std::env::var_os("PATH"));
-        Spawner {
-            resolved: resolve(&command[0], path.as_deref()),
-            program: command[0].clone(),
-            args: command[1..].to_vec(),
-            env: env.to_vec(),
+        let program = &spec.command[0];
+        let path = cstring(
+            "the command",
+            resolve(program, path_var.as_deref()).into_vec(),
+        )?;
+        let argv = spec
+            .command
+            .iter()
+            .map(|arg| cstring("an argument of the command", arg.as_bytes().to_vec()))
+            .collect::<Result<_, _>>()?;
+        let ours: [(&str, OsString); 3] = [
+            (DIR_VAR, self.board_dir.clone().into_os_string()),
+            (STATUS_FD_VAR, STATUS_FD.to_string().into()),
+            ("PREFORK_MASTER_PID", self.master_pid.to_string().into()),
+        ];
+        let mut env: std::collections::BTreeMap<OsString, OsString> = std::env::vars_os().collect();
+        env.extend(spec.env.iter().cloned());
+        env.extend(ours.into_iter().map(|(k, v)| (k.into(), v)));
+        env.remove(OsStr::new("PREFORK_WORKER_SLOT"));
+        let env = env
+            .into_iter()
+            .map(|(key, value)| {
+                let mut var = key.into_vec();
+                var.push(b'=');
+                var.extend(value.into_vec());
+                cstring("an environment variable", var)
+            })
+            .collect::<Result<_, _>>()?;
+        let working_directory = spec
+            .working_directory
+            .as_ref()
+            .map(|dir| cstring("the working directory", dir.as_os_str().as_bytes().to_vec()))
+            .transpose()?;
+        Ok(Prepared {
+            spec: Arc::clone(spec),
+            path,
+            argv,
+            env,
             working_directory,
-            scoreboard_dir,
-            registrar,
-            master_pid: std::process::id() as libc::pid_t,
-        }
+        })
     }
+}
 
-    /// The command as typed, for messages.
-    pub fn command_line(&self) -> String {
-        std::iter::once(&self.program)
-            .chain(&self.args)
-            .map(|a| a.to_string_lossy())
-            .collect::<Vec<_>>()
-            .join(" ")
-    }
-
-    /// Forks and execs one worker for `slot`. Returns once the worker has
-    /// exec'd (std waits on its close-on-exec error pipe), so an exec failure
-    /// is reported here, never as a worker that dies at once.
-    pub fn spawn(&self, slot: usize) -> Result<Pid, SpawnError> {
-        let mut cmd = Command::new(&self.resolved);
-        cmd.arg0(&self.program)
-            .args(&self.args)
-            .envs(self.env.iter().map(|(k, v)| (k, v)))
-            .env(DIR_VAR, &self.scoreboard_dir)
-            .env(STATUS_FD_VAR, STATUS_FD.to_string())
-            .env("PREFORK_WORKER_SLOT", slot.to_string())
-            .env("PREFORK_MASTER_PID", self.master_pid.to_string())
-            // Its own process group: the master signals the whole group, and
-            // a terminal's Ctrl-C reaches only the master. A background group
-            // reading the terminal would be stopped by SIGTTIN, so no stdin.
-            .process_group(0)
-            .stdin(Stdio::null());
-        if let Some(dir) = &self.working_directory {
-            cmd.current_dir(dir);
-        }
-        let registrar = self.registrar;
-        let master_pid = self.master_pid;
-        // SAFETY: the closure runs in the child between fork and exec and
-        // calls only async-signal-safe functions: prctl, getppid,
-        // sigprocmask, rt_sigaction, openat, flock, renameat, dup2, fcntl,
-        // close, close_range. It allocates nothing; its errors are raw errno
-        // values.
-        unsafe {
-            cmd.pre_exec(move || in_child(registrar, master_pid));
-        }
-        match cmd.spawn() {
-            Ok(child) => Ok(Pid::from_raw(child.id() as libc::pid_t)),
-            Err(e) => Err(classify(e)),
-        }
-    }
+fn pointers(strings: &[CString]) -> Vec<*const libc::c_char> {
+    strings
+        .iter()
+        .map(|c| c.as_ptr())
+        .chain([std::ptr::null()])
+        .collect()
 }
 
 /// `program`'s path on `path`, like execvp would find it; the program itself
 /// when it names a path, or when it is not found (exec then says so).
 fn resolve(program: &OsStr, path: Option<&OsStr>) -> OsString {
-    use std::os::unix::ffi::OsStrExt;
     use std::os::unix::fs::PermissionsExt;
     if program.as_bytes().contains(&b'/') {
         return program.to_owned();
@@ -146,44 +333,88 @@ fn resolve(program: &OsStr, path: Option<&OsStr>) -> OsString {
         .map_or_else(|| program.to_owned(), Into::into)
 }
 
-/// The child's side, between fork and exec. Async-signal-safe only.
-fn in_child(registrar: ForkRegistrar, master_pid: libc::pid_t) -> io::Result<()> {
-    // A master killed with SIGKILL takes its workers with it. If it died
-    // before this call, the signal will never come: give up now.
-    if unsafe {
-        libc::prctl(
+/// What the child runs on: raw pointers into data the parent keeps alive
+/// (the child has its own copy of the whole address space).
+struct Child {
+    path: *const libc::c_char,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+    working_directory: Option<*const libc::c_char>,
+    registrar: ForkRegistrar,
+    devnull: RawFd,
+    report: RawFd,
+    master_pid: libc::pid_t,
+}
+
+impl Child {
+    /// The child's side, between fork and exec. Async-signal-safe only: no
+    /// allocation, no lock, no return.
+    ///
+    /// # Safety
+    /// Only in the child of `fork`, with every pointer valid.
+    unsafe fn run(&self) -> ! {
+        if libc::setpgid(0, 0) < 0 {
+            self.fail(Stage::Setup, errno());
+        }
+        // A master killed with SIGKILL takes its workers with it. If it died
+        // before this call, the signal will never come: give up now.
+        if libc::prctl(
             libc::PR_SET_PDEATHSIG,
             libc::SIGKILL as libc::c_ulong,
             0,
             0,
             0,
-        )
-    } < 0
-    {
-        return Err(io::Error::last_os_error());
-    }
-    if unsafe { libc::getppid() } != master_pid {
-        return Err(io::Error::from_raw_os_error(libc::ESRCH));
-    }
-    // An empty mask (std passes the master's on, and the master's parent
-    // may have blocked some), and default dispositions for every signal:
-    // handlers are reset by exec anyway, but an ignored signal would stay
-    // ignored, and the master's own parent may have ignored some.
-    unsafe {
+        ) < 0
+        {
+            self.fail(Stage::Setup, errno());
+        }
+        if libc::getppid() != self.master_pid {
+            self.fail(Stage::Setup, libc::ESRCH);
+        }
+        // An empty mask (the master's parent may have blocked some), and
+        // default dispositions for every signal: handlers are reset by exec
+        // anyway, but an ignored signal would stay ignored, and the master
+        // (Rust ignores SIGPIPE) or its parent may have ignored some.
         let mut none: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut none);
         libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
-    }
-    for sig in 1..=libc::SIGRTMAX() {
-        if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-            default_disposition(sig);
+        for sig in 1..=libc::SIGRTMAX() {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                default_disposition(sig);
+            }
         }
+        // A background group reading the terminal would be stopped by
+        // SIGTTIN: no stdin.
+        if libc::dup2(self.devnull, 0) < 0 {
+            self.fail(Stage::Stdin, errno());
+        }
+        if let Err(e) = self.registrar.register(STATUS_FD) {
+            self.fail(Stage::Register, e);
+        }
+        if let Some(dir) = self.working_directory {
+            if libc::chdir(dir) < 0 {
+                self.fail(Stage::Chdir, errno());
+            }
+        }
+        cloexec_above(STATUS_FD);
+        libc::execve(self.path, self.argv, self.envp);
+        self.fail(Stage::Exec, errno())
     }
-    registrar
-        .register(STATUS_FD)
-        .map_err(|errno| io::Error::from_raw_os_error(REGISTER_TAG | errno))?;
-    cloexec_above(STATUS_FD);
-    Ok(())
+
+    /// Reports the failed stage and its errno to the master, and exits.
+    unsafe fn fail(&self, stage: Stage, errno: i32) -> ! {
+        let mut report = [0u8; REPORT_LEN];
+        report[..4].copy_from_slice(&(stage as u32).to_ne_bytes());
+        report[4..].copy_from_slice(&errno.to_ne_bytes());
+        // A pipe takes 8 bytes at once; if the master is gone, nobody cares.
+        libc::write(self.report, report.as_ptr().cast(), REPORT_LEN);
+        libc::_exit(127)
+    }
+}
+
+/// This thread's errno: a read of a thread-local, safe after fork.
+fn errno() -> i32 {
+    nix::errno::Errno::last_raw()
 }
 
 /// Sets `sig` to SIG_DFL with the raw system call: glibc's `signal` and
@@ -194,6 +425,7 @@ fn default_disposition(sig: libc::c_int) {
     // architecture's field order in the kernel's `struct sigaction`.
     let action = [0u64; 4];
     let sigset_size = (libc::SIGRTMAX() as usize + 1) / 8;
+    // SAFETY: a valid, zeroed kernel sigaction and no old-action pointer.
     unsafe {
         libc::syscall(
             libc::SYS_rt_sigaction,
@@ -207,9 +439,10 @@ fn default_disposition(sig: libc::c_int) {
 
 /// Marks every descriptor above `fd` close-on-exec, so that nothing of the
 /// master (nor of whoever started it) leaks into a worker. Marking rather
-/// than closing keeps std's exec-error pipe working until exec.
+/// than closing keeps the exec-status pipe working until exec.
 fn cloexec_above(fd: i32) {
     let first = (fd + 1) as libc::c_uint;
+    // SAFETY: close_range only changes descriptor flags.
     let ret = unsafe {
         libc::syscall(
             libc::SYS_close_range,
@@ -219,42 +452,44 @@ fn cloexec_above(fd: i32) {
         )
     };
     if ret < 0 {
-        // Kernels before 5.11: mark them one by one.
-        for fd in first as i32..1024 {
+        // Kernels before 5.11: mark them one by one, up to the limit.
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit fills the struct it is given.
+        let max = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+            limit.rlim_cur.min(1 << 20) as i32
+        } else {
+            1 << 16
+        };
+        for fd in first as i32..max {
+            // SAFETY: fcntl on a closed descriptor fails with EBADF, harmless.
             unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
         }
-    }
-}
-
-fn classify(e: io::Error) -> SpawnError {
-    match e.raw_os_error() {
-        Some(code) if code & REGISTER_TAG != 0 => {
-            SpawnError::Register(io::Error::from_raw_os_error(code & !REGISTER_TAG))
-        }
-        Some(
-            libc::ENOENT | libc::EACCES | libc::ENOEXEC | libc::ENOTDIR | libc::ELOOP | libc::E2BIG,
-        ) => SpawnError::Exec(e),
-        _ => SpawnError::Other(e),
     }
 }
 
 /// Keeps [`STATUS_FD`] open (on /dev/null, close-on-exec) in the master, so
 /// that no descriptor the master opens later lands on that number.
 pub fn reserve_status_fd() -> io::Result<()> {
+    // SAFETY: F_GETFD only asks whether the descriptor is open.
     if unsafe { libc::fcntl(STATUS_FD, libc::F_GETFD) } >= 0 {
         // Inherited from whoever started us: never pass it on.
+        // SAFETY: sets a descriptor flag on an open descriptor.
         unsafe { libc::fcntl(STATUS_FD, libc::F_SETFD, libc::FD_CLOEXEC) };
         return Ok(());
     }
-    use std::os::fd::IntoRawFd;
     // Opened close-on-exec; as the lowest free number it is usually 3 itself.
-    let null = std::fs::File::open("/dev/null")?.into_raw_fd();
-    if null != STATUS_FD {
-        let ret = unsafe { libc::dup3(null, STATUS_FD, libc::O_CLOEXEC) };
-        unsafe { libc::close(null) };
-        if ret < 0 {
+    let null = OwnedFd::from(std::fs::File::open("/dev/null")?);
+    if null.as_raw_fd() != STATUS_FD {
+        // SAFETY: dup3 onto a number nothing owns (F_GETFD said it is closed);
+        // it then stays open for the master's life, owned by nobody.
+        if unsafe { libc::dup3(null.as_raw_fd(), STATUS_FD, libc::O_CLOEXEC) } < 0 {
             return Err(io::Error::last_os_error());
         }
+    } else {
+        std::mem::forget(null);
     }
     Ok(())
 }

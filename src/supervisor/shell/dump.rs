@@ -1,12 +1,14 @@
 //! SIGUSR1: the board on standard output, one line per slot, from the
-//! status files the master keeps open.
+//! pool's snapshot and the status files the master keeps open. Written
+//! through the standard output sink: a reader that does not read loses
+//! lines (and is told how many), never the loop.
 
-use std::io::Write;
 use std::time::{Instant, SystemTime};
 
-use super::Master;
+use super::Shell;
 use crate::render;
 use crate::scoreboard::WatchedFile;
+use crate::supervisor::core::PhaseName;
 
 /// How much of a status the master shows, in its dump and in its log: a
 /// line of a table. Reading, escaping and printing the whole of a
@@ -30,21 +32,22 @@ pub(super) fn shown_status(file: &WatchedFile) -> Option<Vec<u8>> {
     Some(head)
 }
 
-impl Master {
-    pub(super) fn dump(&self) {
+impl Shell {
+    pub(super) fn dump(&mut self) {
         let now = Instant::now();
         let wall = SystemTime::now();
-        let rows: Vec<render::Row> = self
+        let snapshot = self.pool.snapshot();
+        let rows: Vec<render::Row> = snapshot
             .slots
             .iter()
             .enumerate()
             .map(|(index, slot)| {
-                let file = slot.file.as_ref().filter(|_| slot.pid.is_some());
+                let file = slot.pid.and_then(|pid| self.files.get(&pid));
                 let state = file.and_then(|f| f.state().ok()).filter(|s| s.written);
                 render::Row {
                     slot: Some(index),
                     id: slot.pid.map_or_else(|| "-".to_string(), |p| p.to_string()),
-                    uptime: slot.pid.map(|_| now.duration_since(slot.started)),
+                    uptime: slot.running_since.map(|t| now.duration_since(t)),
                     since_update: state.map(|s| wall.duration_since(s.updated).unwrap_or_default()),
                     restarts: Some(slot.restarts),
                     last_exit: slot.last_end.as_ref().map(|e| e.to_string()),
@@ -52,19 +55,24 @@ impl Master {
                 }
             })
             .collect();
+        let phase = match snapshot.phase {
+            PhaseName::Starting => "starting",
+            PhaseName::Running => "running",
+            PhaseName::Reloading => "reloading",
+            PhaseName::Stopping => "stopping",
+        };
         let header = format!(
-            "prefork master pid={} workers={}/{} scoreboard={}",
+            "prefork master pid={} workers={}/{} phase={phase} uptime={:.0}s restarts={} scoreboard={}",
             std::process::id(),
-            self.live_workers(),
-            self.slots.len(),
+            snapshot.live(),
+            snapshot.slots.len(),
+            now.duration_since(snapshot.began).as_secs_f64(),
+            snapshot.slots.iter().map(|s| s.restarts).sum::<u64>(),
             self.board.base_dir().display()
         );
-        let mut out = std::io::stdout().lock();
-        let written = out
-            .write_all(render::table(&header, &rows, render::Columns::Supervisor).as_bytes())
-            .and_then(|()| out.flush());
-        if let Err(e) = written {
-            log::warn!("SIGUSR1: cannot write the board to standard output: {e}");
+        let table = render::table(&header, &rows, render::Columns::Supervisor);
+        for line in table.split_inclusive('\n') {
+            self.stdout.push(line.as_bytes());
         }
     }
 }

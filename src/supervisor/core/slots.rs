@@ -1,0 +1,116 @@
+//! The worker table: one slot per configured worker, and the process groups
+//! being drained (retired workers, and what a dead worker left behind).
+
+use std::time::{Duration, Instant};
+
+use nix::unistd::Pid;
+
+use crate::config::Backoff;
+use crate::supervisor::events::Ended;
+
+/// Where a worker is between `fork` and its program running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exec {
+    /// Forked; its exec has not reported yet.
+    Pending,
+    /// Its program runs.
+    Done,
+}
+
+/// The process in a slot.
+#[derive(Debug, Clone)]
+pub struct Worker {
+    pub pid: Pid,
+    /// When it was forked.
+    pub started: Instant,
+    /// The configuration generation it was started with.
+    pub generation: u64,
+    pub exec: Exec,
+    /// We already said that it holds no live status file.
+    pub warned_unheld: bool,
+}
+
+/// One of the N places a worker runs in. A replacement takes the slot (and
+/// `PREFORK_WORKER_SLOT`) of the worker it replaces.
+#[derive(Debug, Clone)]
+pub struct Slot {
+    pub worker: Option<Worker>,
+    /// A fork for this slot was asked of the shell and not answered yet.
+    pub forking: bool,
+    /// Workers started in this slot after its first.
+    pub restarts: u64,
+    pub starts: u64,
+    pub last_end: Option<Ended>,
+    /// Quick deaths in a row, which drive the backoff.
+    pub failures: u32,
+    /// Not to be started before this (crash-loop backoff).
+    pub not_before: Instant,
+    /// When the slot's last worker ended (or the slot was made).
+    pub since: Instant,
+}
+
+impl Slot {
+    pub fn new(now: Instant) -> Self {
+        Slot {
+            worker: None,
+            forking: false,
+            restarts: 0,
+            starts: 0,
+            last_end: None,
+            failures: 0,
+            not_before: now,
+            since: now,
+        }
+    }
+
+    pub fn pid(&self) -> Option<Pid> {
+        self.worker.as_ref().map(|w| w.pid)
+    }
+
+    /// Empty, not being forked, and past its backoff.
+    pub fn is_due(&self, now: Instant) -> bool {
+        self.worker.is_none() && !self.forking && self.not_before <= now
+    }
+
+    /// Records a new worker; returns its restart number (0 for the first).
+    pub fn started(&mut self, worker: Worker) -> u64 {
+        if self.starts > 0 {
+            self.restarts += 1;
+        }
+        self.starts += 1;
+        self.worker = Some(worker);
+        self.restarts
+    }
+
+    /// Records the end of the current worker (or a failed start) and
+    /// schedules the next start: at once after a worker that stayed up,
+    /// later and later after quick deaths. Returns the delay.
+    pub fn ended(&mut self, how: Ended, now: Instant, backoff: &Backoff) -> Duration {
+        let uptime = self
+            .worker
+            .take()
+            .map_or(Duration::ZERO, |w| now.duration_since(w.started));
+        let quick = how == Ended::SpawnFailed || uptime < backoff.min_uptime;
+        self.failures = if quick {
+            self.failures.saturating_add(1)
+        } else {
+            0
+        };
+        self.last_end = Some(how);
+        self.since = now;
+        let delay = backoff.delay(self.failures);
+        self.not_before = now + delay;
+        delay
+    }
+}
+
+/// A process group on its way out: a retired worker (its leader still
+/// running) or what a dead worker left in its group. It gets SIGTERM, then
+/// SIGKILL at `deadline`, and is forgotten once the group is empty.
+#[derive(Debug, Clone)]
+pub struct Draining {
+    pub pgid: Pid,
+    pub leader_alive: bool,
+    pub deadline: Instant,
+    pub killed: bool,
+}

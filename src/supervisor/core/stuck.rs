@@ -1,0 +1,131 @@
+//! Judging the board: a worker that has not written its status for longer
+//! than the timeout is stuck, and is replaced.
+
+use std::time::{Duration, Instant, SystemTime};
+
+use nix::unistd::Pid;
+
+use super::Pool;
+use crate::supervisor::events::{Ended, Event, LastStatus};
+
+/// The monotonic and the wall clock read together. Status files carry wall
+/// clock times, so a suspend or a clock step between two checks would make
+/// every worker look silent: such a round judges nobody.
+#[derive(Debug, Clone, Copy)]
+pub struct Clocks {
+    pub mono: Instant,
+    pub wall: SystemTime,
+}
+
+impl Clocks {
+    pub fn now() -> Self {
+        Clocks {
+            mono: Instant::now(),
+            wall: SystemTime::now(),
+        }
+    }
+
+    /// How far the wall clock moved beyond (or short of) the monotonic one
+    /// since `earlier`.
+    fn skew_since(&self, earlier: &Clocks) -> Duration {
+        let mono = self.mono.duration_since(earlier.mono);
+        match self.wall.duration_since(earlier.wall) {
+            Ok(wall) => wall.abs_diff(mono),
+            Err(backwards) => backwards.duration() + mono,
+        }
+    }
+}
+
+/// What one check saw of one running worker's status file.
+#[derive(Debug, Clone, Copy)]
+pub struct Observation {
+    pub pid: Pid,
+    /// Some process holds the file's lock (false when there is no file).
+    pub held: bool,
+    /// The file's state, when it could be read.
+    pub file: Option<FileSeen>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct FileSeen {
+    /// Its last write (or creation).
+    pub updated: SystemTime,
+    /// It has been written at least once.
+    pub written: bool,
+}
+
+/// A worker found silent for longer than the timeout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Silent {
+    pub pid: Pid,
+    pub silent: Duration,
+    pub written: bool,
+}
+
+impl Pool {
+    /// The silent workers among `seen`, taken at `clocks`. Nobody is judged
+    /// when the clocks drifted apart since the last check, or without a
+    /// timeout. Workers without a live status file are said once.
+    pub fn judge(&mut self, clocks: Clocks, seen: &[Observation]) -> Vec<Silent> {
+        let interval = self.config.check_interval;
+        let skew = self
+            .last_check
+            .replace(clocks)
+            .map_or(Duration::ZERO, |last| clocks.skew_since(&last));
+        let judging = skew <= interval;
+        if !judging {
+            self.emit(Event::ClockSkew { skew });
+        }
+        let mut silent = Vec::new();
+        for observation in seen {
+            let Some(slot) = self.slot_of(observation.pid) else {
+                continue;
+            };
+            let held = observation.held;
+            let worker = self.slots[slot].worker.as_mut().expect("slot_of found it");
+            if !held && !worker.warned_unheld {
+                worker.warned_unheld = true;
+                let pid = observation.pid;
+                self.emit(Event::Unheld { pid, slot });
+            }
+            let (Some(file), Some(timeout), true) =
+                (observation.file, self.config.timeout, judging)
+            else {
+                continue;
+            };
+            let quiet = clocks.wall.duration_since(file.updated).unwrap_or_default();
+            if quiet > timeout {
+                silent.push(Silent {
+                    pid: observation.pid,
+                    silent: quiet,
+                    written: file.written,
+                });
+            }
+        }
+        silent
+    }
+
+    /// SIGTERM to the stuck worker's group (SIGKILL after the kill
+    /// timeout), and its replacement in the same slot at once. `last`: its
+    /// last status as shown (escaped, bounded), if it could be read.
+    pub fn replace_stuck(&mut self, stuck: Silent, last: Option<String>, now: Instant) {
+        let Some(slot) = self.slot_of(stuck.pid) else {
+            return;
+        };
+        let shown = match (&last, stuck.written) {
+            (_, false) => LastStatus::Never,
+            (Some(last), true) => LastStatus::Was(last.clone()),
+            (None, true) => LastStatus::Unreadable,
+        };
+        self.emit(Event::Stuck {
+            pid: stuck.pid,
+            slot,
+            silent: stuck.silent,
+            timeout: self.config.timeout.unwrap_or_default(),
+            kill_timeout: self.config.kill_timeout,
+            last: shown,
+        });
+        self.slots[slot].ended(Ended::Stuck(last), now, &self.config.backoff);
+        self.retire(stuck.pid, None, self.config.kill_timeout, now);
+    }
+}

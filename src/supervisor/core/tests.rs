@@ -1,0 +1,366 @@
+//! The pool's decisions with a fake clock and fake pids: no process, no
+//! descriptor, no sleep. Each test drives the core as the shell would.
+
+use std::ffi::OsString;
+use std::time::{Duration, Instant, SystemTime};
+
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+
+use super::*;
+use crate::config::Config;
+
+fn config(workers: usize, command: &str) -> Config {
+    Config {
+        command: vec![OsString::from(command)],
+        workers,
+        timeout: Some(Duration::from_secs(5)),
+        // Out of the way of the deadlines under test.
+        check_interval: Duration::from_secs(3600),
+        ..Config::default()
+    }
+}
+
+/// The shell's part, faked: hands out pids, remembers what was asked.
+struct Harness {
+    pool: Pool,
+    now: Instant,
+    next_pid: i32,
+    log: Vec<Event>,
+    terminated: Vec<Pid>,
+    killed: Vec<Pid>,
+}
+
+impl Harness {
+    fn new(workers: usize) -> Harness {
+        let now = Instant::now();
+        Harness {
+            pool: Pool::new(config(workers, "./worker"), now),
+            now,
+            next_pid: 100,
+            log: Vec::new(),
+            terminated: Vec::new(),
+            killed: Vec::new(),
+        }
+    }
+
+    fn advance(&mut self, by: Duration) {
+        self.now += by;
+    }
+
+    /// Ticks, and forks what is asked: returns the new pids (exec pending).
+    fn tick(&mut self) -> Vec<(usize, Pid, Arc<WorkerSpec>)> {
+        self.pool.tick(self.now);
+        self.run_effects()
+    }
+
+    fn run_effects(&mut self) -> Vec<(usize, Pid, Arc<WorkerSpec>)> {
+        let mut forked = Vec::new();
+        loop {
+            let effects = self.pool.take_effects();
+            if effects.is_empty() {
+                return forked;
+            }
+            for effect in effects {
+                match effect {
+                    Effect::Spawn { slot, spec } => {
+                        let pid = Pid::from_raw(self.next_pid);
+                        self.next_pid += 1;
+                        self.pool.forked(slot, pid, self.now);
+                        forked.push((slot, pid, spec));
+                    }
+                    Effect::Terminate(pid) => self.terminated.push(pid),
+                    Effect::Kill(pid) => self.killed.push(pid),
+                    Effect::Log(event) => self.log.push(event),
+                }
+            }
+        }
+    }
+
+    fn exec_ok(&mut self, pid: Pid) {
+        self.pool.exec_done(pid, Ok(()), self.now);
+        self.run_effects();
+    }
+
+    /// Starts every due worker, their execs succeeding.
+    fn start_all(&mut self) -> Vec<Pid> {
+        let forked = self.tick();
+        for (_, pid, _) in &forked {
+            self.exec_ok(*pid);
+        }
+        forked.into_iter().map(|(_, pid, _)| pid).collect()
+    }
+
+    fn exit(&mut self, pid: Pid, how: Ended) {
+        self.pool.exited(pid, how, false, self.now);
+        self.pool.forget_empty_groups(|_| false);
+        self.run_effects();
+    }
+
+    fn logged(&self, what: impl Fn(&Event) -> bool) -> usize {
+        self.log.iter().filter(|e| what(e)).count()
+    }
+}
+
+#[test]
+fn starts_every_slot_and_is_running_once_all_have_exec_d() {
+    let mut h = Harness::new(3);
+    let forked = h.tick();
+    assert_eq!(forked.iter().map(|f| f.0).collect::<Vec<_>>(), [0, 1, 2]);
+    assert_eq!(h.pool.snapshot().phase, PhaseName::Starting);
+    // Nothing is forked twice while execs are pending.
+    assert!(h.tick().is_empty());
+    for (_, pid, _) in &forked {
+        h.exec_ok(*pid);
+    }
+    assert_eq!(h.pool.snapshot().phase, PhaseName::Running);
+    assert_eq!(
+        h.logged(|e| matches!(e, Event::Spawned { restart: 0, .. })),
+        3
+    );
+}
+
+#[test]
+fn spawns_are_batched_and_bounded_while_execs_are_pending() {
+    let mut h = Harness::new(200);
+    assert_eq!(h.tick().len(), SPAWN_BATCH);
+    assert_eq!(h.tick().len(), SPAWN_BATCH);
+    // 64 are starting: the next spawn waits for an exec, not for a time.
+    assert!(h.tick().is_empty());
+    assert!(h.pool.next_deadline().is_some_and(|at| at > h.now));
+    h.exec_ok(Pid::from_raw(100));
+    assert_eq!(h.tick().len(), 1);
+}
+
+#[test]
+fn a_dead_worker_is_replaced_at_once_then_with_a_growing_backoff() {
+    let mut h = Harness::new(1);
+    let first = h.start_all()[0];
+    h.advance(Duration::from_secs(10));
+    h.exit(first, Ended::Signaled(Signal::SIGKILL));
+    // It had stayed up: replaced at once.
+    let second = h.start_all()[0];
+    // It dies young: the first quick death is free...
+    h.advance(Duration::from_millis(10));
+    h.exit(second, Ended::Exited(1));
+    let third = h.start_all()[0];
+    // ...the second in a row is a crash loop: 100 ms, then 200 ms.
+    h.advance(Duration::from_millis(10));
+    h.exit(third, Ended::Exited(1));
+    assert!(h.tick().is_empty());
+    assert_eq!(
+        h.pool.next_deadline(),
+        Some(h.now + Duration::from_millis(100))
+    );
+    assert_eq!(
+        h.logged(|e| matches!(e, Event::CrashLoop { failures: 2, .. })),
+        1
+    );
+    h.advance(Duration::from_millis(100));
+    let fourth = h.start_all()[0];
+    h.advance(Duration::from_millis(10));
+    h.exit(fourth, Ended::Exited(1));
+    assert_eq!(
+        h.pool.next_deadline(),
+        Some(h.now + Duration::from_millis(200))
+    );
+    let snapshot = h.pool.snapshot();
+    assert_eq!(snapshot.slots[0].restarts, 3);
+    assert_eq!(snapshot.counters.exited_error, 3);
+    assert_eq!(snapshot.counters.signaled, 1);
+}
+
+#[test]
+fn an_exec_failure_is_a_failed_start_with_backoff() {
+    let mut h = Harness::new(1);
+    let (_, pid, _) = h.tick()[0].clone();
+    h.pool
+        .exec_done(pid, Err("No such file or directory".into()), h.now);
+    h.run_effects();
+    assert_eq!(h.logged(|e| matches!(e, Event::SpawnFailed { .. })), 1);
+    // Its exit is expected, not a worker's.
+    h.exit(pid, Ended::Exited(127));
+    assert_eq!(h.logged(|e| matches!(e, Event::RetiredExited { .. })), 1);
+    assert_eq!(h.pool.snapshot().counters.spawn_failures, 1);
+}
+
+fn reconfigured(h: &mut Harness, command: &str) {
+    let mut new = config(h.pool.slots.len(), command);
+    new.timeout = h.pool.config.timeout;
+    h.pool.reconfigure(new, false, h.now);
+    h.run_effects();
+}
+
+#[test]
+fn a_new_command_rolls_over_one_slot_at_a_time() {
+    let mut h = Harness::new(2);
+    let old = h.start_all();
+    reconfigured(&mut h, "./new-worker");
+    assert_eq!(h.pool.snapshot().phase, PhaseName::Reloading);
+    let forked = h.tick();
+    assert_eq!(forked.len(), 1);
+    let (slot, new0, spec) = forked[0].clone();
+    assert_eq!(slot, 0);
+    assert_eq!(spec.command, ["./new-worker"]);
+    // The old worker is retired only once the new one's program runs.
+    assert!(h.terminated.is_empty());
+    h.exec_ok(new0);
+    assert_eq!(h.terminated, [old[0]]);
+    // The next slot waits for the old worker to be gone: N to N+1 alive.
+    assert!(h.tick().is_empty());
+    h.exit(old[0], Ended::Signaled(Signal::SIGTERM));
+    let (slot, new1, _) = h.tick()[0].clone();
+    assert_eq!(slot, 1);
+    h.exec_ok(new1);
+    h.exit(old[1], Ended::Signaled(Signal::SIGTERM));
+    h.tick();
+    assert_eq!(
+        h.logged(|e| matches!(e, Event::RolloutComplete { workers: 2 })),
+        1
+    );
+    assert_eq!(h.pool.snapshot().phase, PhaseName::Running);
+    let pids: Vec<_> = h.pool.snapshot().slots.iter().map(|s| s.pid).collect();
+    assert_eq!(pids, [Some(new0), Some(new1)]);
+}
+
+#[test]
+fn a_new_command_that_cannot_start_leaves_the_workers_alone() {
+    let mut h = Harness::new(2);
+    let old = h.start_all();
+    reconfigured(&mut h, "./missing");
+    let (_, new0, _) = h.tick()[0].clone();
+    h.pool
+        .exec_done(new0, Err("No such file or directory".into()), h.now);
+    h.run_effects();
+    assert_eq!(h.logged(|e| matches!(e, Event::RolloutAborted { .. })), 1);
+    assert!(h.terminated.is_empty());
+    assert_eq!(h.pool.spec().command, ["./worker"]);
+    assert_eq!(h.pool.snapshot().phase, PhaseName::Running);
+    let pids: Vec<_> = h.pool.snapshot().slots.iter().map(|s| s.pid).collect();
+    assert_eq!(pids, [Some(old[0]), Some(old[1])]);
+    h.exit(new0, Ended::Exited(127));
+    assert!(h.tick().is_empty());
+}
+
+#[test]
+fn an_interrupted_rollout_is_rolled_back_when_its_successor_fails() {
+    let mut h = Harness::new(2);
+    let old = h.start_all();
+    reconfigured(&mut h, "./v2");
+    let (_, v2, _) = h.tick()[0].clone();
+    h.exec_ok(v2);
+    h.exit(old[0], Ended::Signaled(Signal::SIGTERM));
+    // Before slot 1 rolls, a third command that cannot run.
+    reconfigured(&mut h, "./v3-missing");
+    let (slot, v3, _) = h.tick()[0].clone();
+    h.pool
+        .exec_done(v3, Err("No such file or directory".into()), h.now);
+    h.run_effects();
+    assert_eq!(
+        h.logged(|e| matches!(e, Event::RollingBack { workers: 1, .. })),
+        1
+    );
+    assert_eq!(h.pool.spec().command, ["./worker"]);
+    h.exit(v3, Ended::Exited(127));
+    // The v2 worker goes back to the first command.
+    let (back_slot, back, spec) = h.tick()[0].clone();
+    assert_eq!((slot, back_slot), (0, 0));
+    assert_eq!(spec.command, ["./worker"]);
+    h.exec_ok(back);
+    assert_eq!(h.terminated.last(), Some(&v2));
+}
+
+#[test]
+fn a_silent_worker_is_judged_stuck_unless_the_clocks_drifted() {
+    let mut h = Harness::new(1);
+    let pid = h.start_all()[0];
+    let wall = SystemTime::now();
+    let seen = |updated: SystemTime| {
+        [Observation {
+            pid,
+            held: true,
+            file: Some(FileSeen {
+                updated,
+                written: true,
+            }),
+        }]
+    };
+    let clocks = |mono: Instant, wall: SystemTime| Clocks { mono, wall };
+    assert!(h.pool.judge(clocks(h.now, wall), &seen(wall)).is_empty());
+    // One second later by both clocks, silent for 6 s by the file: stuck.
+    h.advance(Duration::from_secs(1));
+    let wall = wall + Duration::from_secs(1);
+    let silent = h
+        .pool
+        .judge(clocks(h.now, wall), &seen(wall - Duration::from_secs(6)));
+    assert_eq!(silent.len(), 1);
+    // The wall clock jumped hours ahead of the monotonic one: nobody.
+    h.advance(Duration::from_secs(1));
+    let jumped = wall + Duration::from_secs(3 * 3600);
+    assert!(h
+        .pool
+        .judge(clocks(h.now, jumped), &seen(wall - Duration::from_secs(6)))
+        .is_empty());
+    assert_eq!(h.logged(|e| matches!(e, Event::ClockSkew { .. })), 0);
+    h.run_effects();
+    assert_eq!(h.logged(|e| matches!(e, Event::ClockSkew { .. })), 1);
+    // Replaced in the same slot at once, the stuck one retired.
+    h.pool.replace_stuck(silent[0], Some("GET /".into()), h.now);
+    let replacement = h.tick();
+    assert_eq!(replacement.len(), 1);
+    assert_eq!(replacement[0].0, 0);
+    assert_eq!(h.terminated, [pid]);
+    assert_eq!(h.pool.snapshot().counters.stuck_kills, 1);
+    // SIGKILL after the kill timeout.
+    h.advance(Duration::from_secs(5));
+    h.tick();
+    assert_eq!(h.killed, [pid]);
+}
+
+#[test]
+fn a_worker_without_a_live_file_is_said_once() {
+    let mut h = Harness::new(1);
+    let pid = h.start_all()[0];
+    let unheld = [Observation {
+        pid,
+        held: false,
+        file: None,
+    }];
+    for _ in 0..3 {
+        h.pool.judge(Clocks::now(), &unheld);
+    }
+    h.run_effects();
+    assert_eq!(h.logged(|e| matches!(e, Event::Unheld { .. })), 1);
+}
+
+#[test]
+fn a_graceful_stop_escalates_at_its_deadline_and_ends_when_all_are_gone() {
+    let mut h = Harness::new(2);
+    let pids = h.start_all();
+    h.pool.stop_gracefully(h.now);
+    h.run_effects();
+    assert_eq!(h.terminated, pids);
+    h.exit(pids[0], Ended::Signaled(Signal::SIGTERM));
+    // No respawn while stopping.
+    assert!(h.tick().is_empty());
+    h.advance(Duration::from_secs(30));
+    h.tick();
+    assert_eq!(h.killed, [pids[1]]);
+    assert!(!h.pool.is_done());
+    h.exit(pids[1], Ended::Signaled(Signal::SIGKILL));
+    assert!(h.pool.is_done());
+}
+
+#[test]
+fn ttou_retires_the_last_slot_and_ttin_adds_one() {
+    let mut h = Harness::new(2);
+    let pids = h.start_all();
+    h.pool.remove_worker(h.now);
+    h.run_effects();
+    assert_eq!(h.terminated, [pids[1]]);
+    h.pool.remove_worker(h.now);
+    h.run_effects();
+    assert_eq!(h.logged(|e| matches!(e, Event::RemoveRefused)), 1);
+    h.pool.add_worker(h.now);
+    assert_eq!(h.tick().len(), 1);
+}

@@ -1,0 +1,341 @@
+//! What happens in the pool, as typed events: the one source of the
+//! master's log lines (their wording is here and nowhere else), and of the
+//! counters in the pool's snapshot.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use log::Level;
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
+
+use super::spawn::STATUS_FD;
+use crate::duration::display as show;
+
+/// How a worker ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ended {
+    Exited(i32),
+    Signaled(Signal),
+    /// It could not be started at all.
+    SpawnFailed,
+    /// It stopped updating its status and was replaced; with the last
+    /// status it wrote (escaped), if any.
+    Stuck(Option<String>),
+}
+
+impl fmt::Display for Ended {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Ended::Exited(code) => write!(f, "exit {code}"),
+            Ended::Signaled(sig) => write!(f, "{}", sig.as_str()),
+            Ended::SpawnFailed => write!(f, "spawn-failed"),
+            Ended::Stuck(None) => write!(f, "stuck"),
+            Ended::Stuck(Some(last)) => write!(f, "stuck in \"{last}\""),
+        }
+    }
+}
+
+/// What a stuck worker was last seen doing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LastStatus {
+    Never,
+    Unreadable,
+    Was(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    Starting {
+        workers: usize,
+        command: String,
+        board: PathBuf,
+    },
+    Spawned {
+        pid: Pid,
+        slot: usize,
+        restart: u64,
+    },
+    Unwatched {
+        pid: Pid,
+        slot: usize,
+        error: String,
+    },
+    Exited {
+        pid: Pid,
+        slot: usize,
+        how: Ended,
+        uptime: Duration,
+    },
+    CrashLoop {
+        slot: usize,
+        failures: u32,
+        delay: Duration,
+    },
+    SpawnFailed {
+        slot: usize,
+        command: String,
+        error: String,
+        delay: Duration,
+    },
+    RetiredExited {
+        pid: Pid,
+        how: Ended,
+    },
+    NotAWorker {
+        pid: Pid,
+        how: Ended,
+    },
+    Leftovers {
+        pgid: Pid,
+    },
+    GroupKilled {
+        pgid: Pid,
+    },
+    Stuck {
+        pid: Pid,
+        slot: usize,
+        silent: Duration,
+        timeout: Duration,
+        kill_timeout: Duration,
+        last: LastStatus,
+    },
+    Unheld {
+        pid: Pid,
+        slot: usize,
+    },
+    ClockSkew {
+        skew: Duration,
+    },
+    BoardChecked {
+        workers: usize,
+        took: Duration,
+    },
+    BoardProblem {
+        what: String,
+    },
+    Resized {
+        why: &'static str,
+        from: usize,
+        to: usize,
+    },
+    Retiring {
+        pid: Pid,
+        slot: usize,
+    },
+    AddRefused {
+        why: String,
+    },
+    RemoveRefused,
+    ReloadFailed {
+        error: String,
+    },
+    BoardDirKept,
+    Reloaded,
+    RolloutBegun {
+        workers: usize,
+        command: String,
+    },
+    RolloutStep {
+        old: Pid,
+        slot: usize,
+    },
+    RolloutComplete {
+        workers: usize,
+    },
+    RolloutAborted {
+        command: String,
+        error: String,
+    },
+    RollingBack {
+        workers: usize,
+        command: String,
+    },
+    StopGraceful {
+        workers: usize,
+        timeout: Duration,
+    },
+    StopNow {
+        why: &'static str,
+        workers: usize,
+    },
+    Stopped,
+}
+
+impl Event {
+    pub fn level(&self) -> Level {
+        use Event::*;
+        match self {
+            SpawnFailed { .. } | ReloadFailed { .. } | RolloutAborted { .. } => Level::Error,
+            Unwatched { .. }
+            | CrashLoop { .. }
+            | GroupKilled { .. }
+            | Stuck { .. }
+            | Unheld { .. }
+            | ClockSkew { .. }
+            | BoardProblem { .. }
+            | AddRefused { .. }
+            | BoardDirKept => Level::Warn,
+            NotAWorker { .. } | BoardChecked { .. } => Level::Debug,
+            _ => Level::Info,
+        }
+    }
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use Event::*;
+        match self {
+            Starting { workers, command, board } => write!(
+                f,
+                "prefork master pid={} starting {workers} worker(s) of `{command}`, scoreboard {}",
+                std::process::id(),
+                board.display()
+            ),
+            Spawned { pid, slot, restart: 0 } => write!(f, "spawned worker pid={pid} slot={slot}"),
+            Spawned { pid, slot, restart } => {
+                write!(f, "spawned worker pid={pid} slot={slot} (restart {restart})")
+            }
+            Unwatched { pid, slot, error } => write!(
+                f,
+                "worker pid={pid} slot={slot}: {error}; it cannot be checked for being stuck"
+            ),
+            Exited { pid, slot, how, uptime } => write!(
+                f,
+                "worker pid={pid} slot={slot} ended ({how}) after {:.3}s",
+                uptime.as_secs_f64()
+            ),
+            CrashLoop { slot, failures, delay } => write!(
+                f,
+                "slot={slot} is crash-looping ({failures} quick deaths in a row): next start in {}",
+                show(*delay)
+            ),
+            SpawnFailed { slot, command, error, delay } => write!(
+                f,
+                "cannot start worker slot={slot} `{command}`: {error}; next attempt in {}",
+                show(*delay)
+            ),
+            RetiredExited { pid, how } => write!(f, "retired worker pid={pid} ended ({how})"),
+            NotAWorker { pid, how } => write!(f, "reaped pid={pid} ({how}), not a worker"),
+            Leftovers { pgid } => {
+                write!(f, "terminating what worker pid={pgid} left in its process group")
+            }
+            GroupKilled { pgid } => write!(
+                f,
+                "process group {pgid} did not exit within the graceful timeout: SIGKILL"
+            ),
+            Stuck { pid, slot, silent, timeout, kill_timeout, last } => {
+                let doing = match last {
+                    LastStatus::Never => "it never wrote a status".to_string(),
+                    LastStatus::Was(last) => format!("its last status: \"{last}\""),
+                    LastStatus::Unreadable => "its last status cannot be read".to_string(),
+                };
+                write!(
+                    f,
+                    "worker pid={pid} slot={slot} is stuck: no status update for {:.1}s (timeout {}); \
+                     {doing}; SIGTERM, SIGKILL after {}",
+                    silent.as_secs_f64(),
+                    show(*timeout),
+                    show(*kill_timeout)
+                )
+            }
+            Unheld { pid, slot } => write!(
+                f,
+                "worker pid={pid} slot={slot} holds no live status file (it closed descriptor \
+                 {STATUS_FD}, or its file was removed); it is left running"
+            ),
+            ClockSkew { skew } => write!(
+                f,
+                "the wall clock moved {:.1}s apart from the monotonic clock (suspend, or the clock \
+                 was set): no worker is judged stuck this round",
+                skew.as_secs_f64()
+            ),
+            BoardChecked { workers, took } => write!(
+                f,
+                "board check of {workers} worker(s) took {}us",
+                took.as_micros()
+            ),
+            BoardProblem { what } => f.write_str(what),
+            Resized { why, from, to } => write!(f, "{why}: {from} -> {to} worker(s)"),
+            Retiring { pid, slot } => write!(f, "retiring worker pid={pid} slot={slot}: SIGTERM"),
+            AddRefused { why } => write!(f, "SIGTTIN ignored: {why}"),
+            RemoveRefused => f.write_str("SIGTTOU ignored: never fewer than one worker"),
+            ReloadFailed { error } => write!(
+                f,
+                "SIGHUP: configuration not reloaded; the workers keep running as they are: {error}"
+            ),
+            BoardDirKept => f.write_str(
+                "SIGHUP: scoreboard_dir cannot change while running; it takes effect at the next start",
+            ),
+            Reloaded => f.write_str("SIGHUP: configuration reloaded"),
+            RolloutBegun { workers, command } => {
+                write!(f, "SIGHUP: rolling {workers} worker(s) over to `{command}`")
+            }
+            RolloutStep { old, slot } => write!(
+                f,
+                "rolling restart: retiring worker pid={old} slot={slot}: SIGTERM"
+            ),
+            RolloutComplete { workers } => {
+                write!(f, "rolling restart complete: {workers} worker(s)")
+            }
+            RolloutAborted { command, error } => write!(
+                f,
+                "rolling restart aborted: cannot start `{command}`: {error}; the remaining workers \
+                 keep the previous command"
+            ),
+            RollingBack { workers, command } => write!(
+                f,
+                "rolling {workers} worker(s) started by the interrupted rollout back to `{command}`"
+            ),
+            StopGraceful { workers, timeout } => write!(
+                f,
+                "graceful shutdown: SIGTERM to {workers} worker(s), SIGKILL after {}",
+                show(*timeout)
+            ),
+            StopNow { why, workers } => {
+                write!(f, "immediate shutdown ({why}): SIGKILL to {workers} worker(s)")
+            }
+            Stopped => f.write_str("all workers stopped; exiting"),
+        }
+    }
+}
+
+/// What the pool has been through, counted from the events.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Workers started (first starts and restarts).
+    pub spawned: u64,
+    /// Workers that exited on their own, by exit code 0 or not.
+    pub exited_ok: u64,
+    pub exited_error: u64,
+    /// Workers killed by a signal that the master did not send for a stop.
+    pub signaled: u64,
+    /// Workers replaced because they were stuck.
+    pub stuck_kills: u64,
+    /// Starts that failed (fork, set-up or exec).
+    pub spawn_failures: u64,
+    pub reloads: u64,
+    pub reloads_failed: u64,
+    pub rollouts_aborted: u64,
+}
+
+impl Counters {
+    pub fn record(&mut self, event: &Event) {
+        match event {
+            Event::Spawned { .. } => self.spawned += 1,
+            Event::Exited { how, .. } => match how {
+                Ended::Exited(0) => self.exited_ok += 1,
+                Ended::Exited(_) => self.exited_error += 1,
+                Ended::Signaled(_) => self.signaled += 1,
+                Ended::SpawnFailed | Ended::Stuck(_) => {}
+            },
+            Event::Stuck { .. } => self.stuck_kills += 1,
+            Event::SpawnFailed { .. } => self.spawn_failures += 1,
+            Event::Reloaded | Event::RolloutBegun { .. } => self.reloads += 1,
+            Event::ReloadFailed { .. } => self.reloads_failed += 1,
+            Event::RolloutAborted { .. } => self.rollouts_aborted += 1,
+            _ => {}
+        }
+    }
+}

@@ -1,0 +1,76 @@
+//! The periodic look at the board: what each running worker's status file
+//! says (one `fstat` and a lock probe on files kept open), for the core to
+//! judge; the files of dead processes we do not know are removed.
+//! `read_all` is never called.
+
+use std::collections::HashSet;
+use std::time::Instant;
+
+use super::dump::shown_status;
+use super::Shell;
+use crate::render;
+use crate::supervisor::core::{Clocks, FileSeen, Observation};
+use crate::supervisor::events::Event;
+
+impl Shell {
+    pub(super) fn check_board(&mut self) {
+        let began = Instant::now();
+        let clocks = Clocks::now();
+        let running: Vec<_> = self.pool.running().collect();
+        let seen: Vec<Observation> = running.iter().map(|&(_, pid)| self.observe(pid)).collect();
+        for silent in self.pool.judge(clocks, &seen) {
+            let last = self
+                .files
+                .get(&silent.pid)
+                .and_then(shown_status)
+                .map(|s| render::escape(&s));
+            self.pool.replace_stuck(silent, last, Instant::now());
+        }
+        self.remove_unknown_dead_files();
+        self.pool.emit(Event::BoardChecked {
+            workers: running.len(),
+            took: began.elapsed(),
+        });
+    }
+
+    fn observe(&mut self, pid: nix::unistd::Pid) -> Observation {
+        let mut state = self.files.get(&pid).and_then(|f| f.state().ok());
+        if state.is_none_or(|s| !s.linked) {
+            // The worker replaced its file: Parallel::Scoreboard's
+            // constructor removes it and update() makes a new one. Until a
+            // new one exists, the old descriptor stays: its inode still says
+            // when the worker last wrote. (A reader removes the file of a
+            // worker that closed its descriptor, taking the released lock
+            // for a dead worker's: that worker must still be judged.)
+            if let Ok(file) = self.board.watch(&pid.to_string()) {
+                state = file.state().ok();
+                self.files.insert(pid, file);
+            }
+        }
+        let held = self
+            .files
+            .get(&pid)
+            .is_some_and(|f| f.is_held().unwrap_or(true));
+        Observation {
+            pid,
+            held,
+            file: state.map(|s| FileSeen {
+                updated: s.updated,
+                written: s.written,
+            }),
+        }
+    }
+
+    /// Files of dead processes that are not ours (stale files, other
+    /// programs sharing the directory) are removed; our own workers' files
+    /// are removed when they are reaped, so they are not even opened here.
+    fn remove_unknown_dead_files(&mut self) {
+        let ours: HashSet<i32> = self.pool.own_pids().map(|p| p.as_raw()).collect();
+        let known = |id: &str| id.parse().is_ok_and(|pid: i32| ours.contains(&pid));
+        if let Err(e) = self.board.cleanup_unknown(known) {
+            self.pool.emit(Event::BoardProblem {
+                what: format!("cannot clean the scoreboard: {e}"),
+            });
+        }
+    }
+}

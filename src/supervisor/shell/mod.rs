@@ -1,0 +1,329 @@
+//! The shell: owns every descriptor, waits in `poll`, turns what happened
+//! into the core's inputs and carries out the core's effects.
+//!
+//! One turn of the loop: let the core act on the time (deadlines, rollout,
+//! spawns) and carry that out; wait in `poll` on the signal self-pipe, the
+//! exec-status pipes of starting workers and the output sinks with bytes
+//! waiting, until the core's nearest deadline; then feed the core what
+//! arrived: exec results, signal requests, reaped children, the board. No
+//! call here blocks: every descriptor polled is non-blocking, output goes
+//! through the sinks, and spawning does not wait for a child's exec.
+
+mod board;
+mod dump;
+
+use std::collections::HashMap;
+use std::os::fd::{BorrowedFd, RawFd};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout};
+use nix::sys::signal::{killpg, Signal};
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+
+use super::core::{Effect, Pool};
+use super::events::{Ended, Event};
+use super::signals::{Request, Signals};
+use super::sinks::{self, Sink, BOARD_CAPACITY};
+use super::spawn::{ExecWatch, Launcher, SpawnError};
+use crate::config::Source;
+use crate::scoreboard::{Scoreboard, WatchedFile};
+
+pub struct Shell {
+    pub(super) pool: Pool,
+    pub(super) board: Scoreboard,
+    /// The directory we created (removed when dropped, after `board`).
+    pub(super) owned_dir: Option<tempfile::TempDir>,
+    pub(super) launcher: Launcher,
+    pub(super) signals: Signals,
+    /// Where the configuration came from, for SIGHUP.
+    pub(super) source: Source,
+    /// The status files of our workers (and of retired ones until they
+    /// are reaped), kept open for the checks.
+    pub(super) files: HashMap<Pid, WatchedFile>,
+    /// The exec-status pipes of the workers still starting.
+    pub(super) starting: Vec<(Pid, ExecWatch)>,
+    /// Standard output, for the SIGUSR1 board.
+    pub(super) stdout: Sink,
+}
+
+impl Shell {
+    pub(super) fn new(
+        pool: Pool,
+        board: Scoreboard,
+        owned_dir: Option<tempfile::TempDir>,
+        launcher: Launcher,
+        signals: Signals,
+        source: Source,
+    ) -> Shell {
+        Shell {
+            pool,
+            board,
+            owned_dir,
+            launcher,
+            signals,
+            source,
+            files: HashMap::new(),
+            starting: Vec::new(),
+            stdout: Sink::open(1, "standard output", BOARD_CAPACITY),
+        }
+    }
+
+    /// Runs until a requested shutdown has completed.
+    pub(super) fn run(&mut self) {
+        loop {
+            self.pool.tick(Instant::now());
+            self.apply_effects();
+            if self.pool.is_done() {
+                return;
+            }
+            let ready = self.wait_for_events();
+            self.collect_execs(&ready);
+            let mut child_exited = false;
+            for request in self.signals.pending() {
+                child_exited |= request == Request::Reap;
+                self.handle(request);
+            }
+            // Only after a SIGCHLD: with a thousand children, each
+            // waitpid(-1) scan costs the kernel ~0.2 ms. signal-hook records
+            // a SIGCHLD that arrives while we reap, so none is missed.
+            if child_exited {
+                self.reap();
+            }
+            if self.pool.check_due(Instant::now()) {
+                self.check_board();
+            }
+            self.apply_effects();
+        }
+    }
+
+    /// Carries out the core's effects, and what they lead to, in order.
+    pub(super) fn apply_effects(&mut self) {
+        loop {
+            let effects = self.pool.take_effects();
+            if effects.is_empty() {
+                return;
+            }
+            for effect in effects {
+                match effect {
+                    Effect::Spawn { slot, spec } => {
+                        let now = Instant::now();
+                        match self.launcher.spawn(slot, &spec) {
+                            Ok(started) => {
+                                self.pool.forked(slot, started.pid, now);
+                                self.starting.push((started.pid, started.exec));
+                            }
+                            Err(e) => self.pool.fork_failed(slot, e.to_string(), now),
+                        }
+                    }
+                    Effect::Terminate(pgid) => terminate_group(pgid),
+                    Effect::Kill(pgid) => drop(killpg(pgid, Signal::SIGKILL)),
+                    Effect::Log(event) => log::log!(event.level(), "{event}"),
+                }
+            }
+        }
+    }
+
+    /// Waits until a descriptor is ready or the core's next deadline, and
+    /// writes what the sinks hold where `poll` says it can. Returns the
+    /// exec pipes that became readable.
+    fn wait_for_events(&mut self) -> Vec<RawFd> {
+        let timeout = match self.pool.next_deadline() {
+            None => PollTimeout::NONE,
+            Some(at) => {
+                let left = at.saturating_duration_since(Instant::now());
+                // Round up: waking a millisecond early would spin.
+                let ms = left.as_micros().div_ceil(1000).min(i32::MAX as u128) as i32;
+                PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX)
+            }
+        };
+        let log_fd = sinks::log_sink(|s| s.wants_write().then(|| s.fd())).flatten();
+        let out_fd = self.stdout.wants_write().then(|| self.stdout.fd());
+        // SAFETY (all borrows below): each descriptor is owned by `self`
+        // or by the log sink, and outlives this call.
+        let borrow = |fd: RawFd| unsafe { BorrowedFd::borrow_raw(fd) };
+        let mut fds: Vec<PollFd> = vec![PollFd::new(borrow(self.signals.fd()), PollFlags::POLLIN)];
+        fds.extend(
+            self.starting
+                .iter()
+                .map(|(_, w)| PollFd::new(borrow(w.fd()), PollFlags::POLLIN)),
+        );
+        let sinks_at = fds.len();
+        fds.extend(
+            [log_fd, out_fd]
+                .into_iter()
+                .flatten()
+                .map(|fd| PollFd::new(borrow(fd), PollFlags::POLLOUT)),
+        );
+        // EINTR is a wakeup like any other.
+        let _ = nix::poll::poll(&mut fds, timeout);
+        let fired = |p: &PollFd| p.revents().is_some_and(|r| !r.is_empty());
+        let ready: Vec<RawFd> = self
+            .starting
+            .iter()
+            .zip(&fds[1..sinks_at])
+            .filter(|(_, p)| fired(p))
+            .map(|((_, w), _)| w.fd())
+            .collect();
+        if fds[sinks_at..].iter().any(fired) {
+            sinks::log_sink(Sink::flush);
+            self.stdout.flush();
+        }
+        ready
+    }
+
+    /// The workers whose exec reported (through a readable pipe).
+    fn collect_execs(&mut self, ready: &[RawFd]) {
+        for fd in ready {
+            if let Some(i) = self.starting.iter().position(|(_, w)| w.fd() == *fd) {
+                if let Some(result) = self.starting[i].1.try_result() {
+                    let (pid, _) = self.starting.swap_remove(i);
+                    self.exec_done(pid, result);
+                }
+            }
+        }
+    }
+
+    pub(super) fn exec_done(&mut self, pid: Pid, result: Result<(), SpawnError>) {
+        self.pool
+            .exec_done(pid, result.map_err(|e| e.to_string()), Instant::now());
+        if let Some(slot) = self.pool.slot_of_worker(pid) {
+            self.watch(pid, slot);
+        }
+    }
+
+    /// Opens a new worker's status file, which the child created before
+    /// its exec.
+    fn watch(&mut self, pid: Pid, slot: usize) {
+        if self.files.contains_key(&pid) {
+            return;
+        }
+        match self.board.watch(&pid.to_string()) {
+            Ok(file) => drop(self.files.insert(pid, file)),
+            Err(e) => self.pool.emit(Event::Unwatched {
+                pid,
+                slot,
+                error: e.to_string(),
+            }),
+        }
+    }
+
+    fn handle(&mut self, request: Request) {
+        let now = Instant::now();
+        match request {
+            Request::Reap => {} // see run()
+            Request::Stop => self.pool.stop_gracefully(now),
+            Request::StopNow => self.pool.stop_now("SIGQUIT", now),
+            Request::Dump => self.dump(),
+            Request::AddWorker => self.pool.add_worker(now),
+            Request::RemoveWorker => self.pool.remove_worker(now),
+            Request::Reload => self.reload(now),
+        }
+    }
+
+    fn reload(&mut self, now: Instant) {
+        if self.pool.is_stopping() {
+            return;
+        }
+        match self.source.load() {
+            Ok(config) => {
+                let roll_anyway = self.source.file.is_none();
+                self.pool.reconfigure(config, roll_anyway, now);
+            }
+            Err(e) => self.pool.reload_failed(e.to_string()),
+        }
+    }
+
+    /// Reaps every child that has exited: workers, and anything reparented
+    /// to us as a subreaper.
+    fn reap(&mut self) {
+        loop {
+            let (pid, how) = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(pid, code)) => (pid, Ended::Exited(code)),
+                Ok(WaitStatus::Signaled(pid, sig, _)) => (pid, Ended::Signaled(sig)),
+                Ok(WaitStatus::StillAlive) | Err(Errno::ECHILD) => break,
+                Ok(_) | Err(Errno::EINTR) => continue,
+                Err(e) => {
+                    self.pool.emit(Event::BoardProblem {
+                        what: format!("waitpid failed: {e}"),
+                    });
+                    break;
+                }
+            };
+            // Its exec report first: the child's end of the pipe is closed
+            // now, so the read cannot wait.
+            if let Some(i) = self.starting.iter().position(|(p, _)| *p == pid) {
+                let (_, watch) = self.starting.swap_remove(i);
+                let result = watch.try_result().unwrap_or(Ok(()));
+                self.exec_done(pid, result);
+            }
+            let group_alive = killpg(pid, None).is_ok();
+            self.pool.exited(pid, how, group_alive, Instant::now());
+            if let Some(file) = self.files.remove(&pid) {
+                self.board.remove(&file);
+            }
+        }
+        self.pool
+            .forget_empty_groups(|pgid| killpg(pgid, None).is_ok());
+    }
+
+    /// After the last worker: remove their files, and our directory; give
+    /// the output a moment to drain.
+    pub(super) fn finish(mut self) {
+        if let Err(e) = self.board.cleanup() {
+            self.pool.emit(Event::BoardProblem {
+                what: format!("cannot clean the scoreboard: {e}"),
+            });
+        }
+        let dir = self.board.base_dir().to_path_buf();
+        self.files.clear();
+        drop(self.board);
+        if let Some(owned) = self.owned_dir {
+            if let Err(e) = owned.close() {
+                self.pool.emit(Event::BoardProblem {
+                    what: format!(
+                        "cannot remove the scoreboard directory {}: {e}",
+                        dir.display()
+                    ),
+                });
+            }
+        }
+        self.pool.emit(Event::Stopped);
+        for effect in self.pool.take_effects() {
+            if let Effect::Log(event) = effect {
+                log::log!(event.level(), "{event}");
+            }
+        }
+        flush_at_exit(&mut self.stdout, EXIT_PATIENCE);
+        sinks::flush_log_at_exit(EXIT_PATIENCE);
+    }
+}
+
+/// How long the last output may take to drain at exit: a reader that takes
+/// nothing must not hold the exit for long.
+const EXIT_PATIENCE: Duration = Duration::from_millis(500);
+
+fn flush_at_exit(sink: &mut Sink, patience: Duration) {
+    let deadline = Instant::now() + patience;
+    sink.flush();
+    while sink.wants_write() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        // SAFETY: the sink's descriptor is open while the sink lives.
+        let fd = unsafe { BorrowedFd::borrow_raw(sink.fd()) };
+        let ms = PollTimeout::try_from(left.as_millis().clamp(1, 1000) as i32)
+            .unwrap_or(PollTimeout::MAX);
+        let _ = nix::poll::poll(&mut [PollFd::new(fd, PollFlags::POLLOUT)], ms);
+        sink.flush();
+    }
+}
+
+/// SIGTERM to a process group, then SIGCONT: a stopped process (SIGSTOP, a
+/// debugger let go) cannot act on SIGTERM until it runs again.
+fn terminate_group(pgid: Pid) {
+    let _ = killpg(pgid, Signal::SIGTERM);
+    let _ = killpg(pgid, Signal::SIGCONT);
+}

@@ -1,0 +1,75 @@
+//! The log: `log`'s records, formatted by env_logger, go into the standard
+//! error [`Sink`] instead of a blocking write. The sink is process-wide
+//! because `log` is; the master's loop is its only writer and flusher (one
+//! thread), so its lock is never contended.
+
+use std::io::{self, IsTerminal, Write};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::{Sink, LOG_CAPACITY};
+
+static LOG: Mutex<Option<Sink>> = Mutex::new(None);
+
+/// Runs `f` on the log's sink, once [`init_logging`] has made it.
+pub fn log_sink<T>(f: impl FnOnce(&mut Sink) -> T) -> Option<T> {
+    let mut guard = LOG.lock().unwrap_or_else(|e| e.into_inner());
+    guard.as_mut().map(f)
+}
+
+struct ToSink;
+
+impl Write for ToSink {
+    /// env_logger writes one whole record per call.
+    fn write(&mut self, record: &[u8]) -> io::Result<usize> {
+        log_sink(|sink| sink.push(record));
+        Ok(record.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Logs at `info` unless `RUST_LOG` says otherwise, to standard error,
+/// without ever blocking on it.
+pub fn init_logging() {
+    *LOG.lock().unwrap_or_else(|e| e.into_inner()) =
+        Some(Sink::open(2, "standard error", LOG_CAPACITY));
+    // Colours as env_logger would choose them for a terminal; it cannot
+    // tell through a pipe target.
+    let colour = std::env::var_os("NO_COLOR").is_none() && io::stderr().is_terminal();
+    let style = if colour {
+        env_logger::WriteStyle::Always
+    } else {
+        env_logger::WriteStyle::Never
+    };
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_target(false)
+        .write_style(style)
+        .target(env_logger::Target::Pipe(Box::new(ToSink)))
+        .init();
+}
+
+/// At exit: gives a slow reader up to `patience` to take the last lines;
+/// a reader that takes nothing does not hold the exit longer.
+pub fn flush_log_at_exit(patience: Duration) {
+    let deadline = Instant::now() + patience;
+    while let Some(Some(fd)) = log_sink(|sink| {
+        sink.flush();
+        sink.wants_write().then(|| sink.fd())
+    }) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        let mut pfd = libc::pollfd {
+            fd,
+            events: libc::POLLOUT,
+            revents: 0,
+        };
+        let ms = left.as_millis().clamp(1, 1000) as i32;
+        // SAFETY: one valid pollfd.
+        unsafe { libc::poll(&mut pfd, 1, ms) };
+    }
+}
