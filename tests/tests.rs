@@ -16,6 +16,7 @@ mod supervisor_config;
 mod supervisor_env;
 mod supervisor_failures;
 mod supervisor_lifecycle;
+mod supervisor_output;
 mod supervisor_signals;
 mod supervisor_stuck;
 
