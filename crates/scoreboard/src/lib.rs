@@ -10,7 +10,7 @@
 //! files, one system call per update, and fork detection without `getpid`.
 //!
 //! ```
-//! use prefork::scoreboard::Scoreboard;
+//! use prefork_scoreboard::Scoreboard;
 //!
 //! let dir = tempfile::tempdir()?;
 //! let mut board = Scoreboard::new(dir.path().join("board"))?;
