@@ -253,6 +253,8 @@ impl Scoreboard {
         }
         // Our own children must not inherit the lock: a grandchild holding it
         // would keep a dead worker looking alive.
+        // SAFETY: F_SETFD takes an integer, not a pointer, and `fd` is open:
+        // fstat succeeded on it just above.
         unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
         // SAFETY: the descriptor is the status file the supervisor opened for
         // this process, and the ADOPTED flag makes us its only owner.
