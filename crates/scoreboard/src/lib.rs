@@ -43,6 +43,11 @@ pub use watch::{FileState, WatchedFile};
 pub use writer::ForkRegistrar;
 use writer::OwnFile;
 
+/// The README's examples, run as doc tests so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 /// The variable naming the descriptor of a worker's own, already locked,
 /// status file (set by the prefork supervisor).
 pub const STATUS_FD_VAR: &str = "PREFORK_STATUS_FD";
