@@ -4,13 +4,14 @@
 //!
 //! then `kill -USR1 <master pid>` to see what every worker is doing.
 //! It "serves" a simulated request every few hundred milliseconds, says so on
-//! the board, and stops cleanly on SIGTERM.
+//! the board, and stops cleanly on SIGTERM. The scoreboard comes from its own
+//! crate: a worker's `Cargo.toml` needs only `prefork-scoreboard = "0.1"`.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use prefork::scoreboard::Scoreboard;
+use prefork_scoreboard::Scoreboard;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut board = Scoreboard::from_env()?;

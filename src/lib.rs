@@ -1,8 +1,10 @@
 //! prefork: a prefork process supervisor, and the scoreboard its workers
 //! report their status on.
 //!
-//! The [`scoreboard`] module is a port of Perl's Parallel::Scoreboard that
-//! keeps its on-disk format, so Perl workers and prefork share one board.
+//! The [`scoreboard`] module is the `prefork-scoreboard` crate, re-exported:
+//! a port of Perl's Parallel::Scoreboard that keeps its on-disk format, so
+//! Perl workers and prefork share one board. A worker that only reports its
+//! status depends on that crate alone.
 //! The rest is the `prefork` binary's: [`cli`] and [`config`] produce a plain
 //! [`config::Config`], which [`supervisor::run`] runs.
 
@@ -11,6 +13,6 @@ pub mod config;
 pub mod duration;
 pub mod render;
 pub mod report;
-pub mod scoreboard;
+pub use prefork_scoreboard as scoreboard;
 pub mod status;
 pub mod supervisor;

@@ -3,6 +3,9 @@
 //! `PREFORK_STATUS_FD`. It runs in a loop, so it does the least it can: no
 //! directory, no lock, one `fstat` and one `pwrite`.
 
+// Every `unsafe` block here says why it is sound, as in the scoreboard crate.
+#![warn(clippy::undocumented_unsafe_blocks)]
+
 use std::io::Read;
 use std::os::fd::BorrowedFd;
 
@@ -39,6 +42,8 @@ fn status_fd() -> Result<i32> {
         bail!("{UNDER_PREFORK}: {STATUS_FD_VAR}={value:?} is not a descriptor number");
     };
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `st` is a writable buffer of the size fstat fills; a descriptor
+    // number that is not open makes it fail with EBADF, nothing worse.
     if fd < 0 || unsafe { libc::fstat(fd, st.as_mut_ptr()) } < 0 {
         bail!(
             "{UNDER_PREFORK}: descriptor {fd} ({STATUS_FD_VAR}) is closed: {}",

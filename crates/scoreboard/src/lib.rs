@@ -10,7 +10,7 @@
 //! files, one system call per update, and fork detection without `getpid`.
 //!
 //! ```
-//! use prefork::scoreboard::Scoreboard;
+//! use prefork_scoreboard::Scoreboard;
 //!
 //! let dir = tempfile::tempdir()?;
 //! let mut board = Scoreboard::new(dir.path().join("board"))?;
@@ -42,6 +42,11 @@ pub use error::{Error, Result};
 pub use watch::{FileState, WatchedFile};
 pub use writer::ForkRegistrar;
 use writer::OwnFile;
+
+/// The README's examples, run as doc tests so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
 
 /// The variable naming the descriptor of a worker's own, already locked,
 /// status file (set by the prefork supervisor).
@@ -253,6 +258,8 @@ impl Scoreboard {
         }
         // Our own children must not inherit the lock: a grandchild holding it
         // would keep a dead worker looking alive.
+        // SAFETY: F_SETFD takes an integer, not a pointer, and `fd` is open:
+        // fstat succeeded on it just above.
         unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
         // SAFETY: the descriptor is the status file the supervisor opened for
         // this process, and the ADOPTED flag makes us its only owner.

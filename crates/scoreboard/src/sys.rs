@@ -33,6 +33,8 @@ pub fn openat(
     flags: libc::c_int,
     mode: libc::mode_t,
 ) -> io::Result<OwnedFd> {
+    // SAFETY: `name` is a NUL-terminated string that outlives the call, and
+    // openat only reads it.
     let fd =
         retry(|| cvt(unsafe { libc::openat(dir, name.as_ptr(), flags, mode as libc::c_uint) }))?;
     // SAFETY: openat returned a fresh descriptor that nothing else owns.
@@ -49,6 +51,7 @@ pub fn open_existing(dir: RawFd, name: &CStr) -> io::Result<OwnedFd> {
 
 pub fn fstat(fd: RawFd) -> io::Result<libc::stat> {
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `st` is a writable buffer of the size fstat fills.
     cvt(unsafe { libc::fstat(fd, st.as_mut_ptr()) })?;
     // SAFETY: fstat succeeded, so it filled the struct.
     Ok(unsafe { st.assume_init() })
@@ -57,6 +60,8 @@ pub fn fstat(fd: RawFd) -> io::Result<libc::stat> {
 /// `lstat` of `name` in `dir`.
 pub fn stat_at(dir: RawFd, name: &CStr) -> io::Result<libc::stat> {
     let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: `name` is NUL-terminated and outlives the call, and `st` is a
+    // writable buffer of the size fstatat fills.
     cvt(unsafe {
         libc::fstatat(
             dir,
@@ -80,6 +85,8 @@ pub fn same_file(a: &libc::stat, b: &libc::stat) -> bool {
 /// Takes the exclusive lock without waiting: `Ok(true)` when it was free
 /// (the owner is dead), `Ok(false)` when another open file holds it.
 pub fn try_lock(fd: RawFd) -> io::Result<bool> {
+    // SAFETY: flock takes no pointer; on a descriptor that is not open it
+    // fails with EBADF.
     match retry(|| cvt(unsafe { libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) })) {
         Ok(_) => Ok(true),
         Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => Ok(false),
@@ -88,12 +95,15 @@ pub fn try_lock(fd: RawFd) -> io::Result<bool> {
 }
 
 pub fn unlinkat(dir: RawFd, name: &CStr) -> io::Result<()> {
+    // SAFETY: `name` is NUL-terminated and outlives the call.
     cvt(unsafe { libc::unlinkat(dir, name.as_ptr(), 0) }).map(drop)
 }
 
 /// One `pread` from offset 0 into `buf`.
 pub fn pread_once(fd: RawFd, buf: &mut [u8]) -> io::Result<usize> {
     retry(|| {
+        // SAFETY: pread writes at most `buf.len()` bytes into `buf`, which is
+        // exclusively borrowed for the call.
         let n = unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), buf.len(), 0) };
         if n < 0 {
             Err(io::Error::last_os_error())
@@ -117,6 +127,8 @@ pub fn pwrite2_at_zero(fd: RawFd, head: &[u8], body: &[u8]) -> io::Result<()> {
         },
     ];
     let mut written = retry(|| {
+        // SAFETY: both iovecs point at live slices of the stated lengths,
+        // which pwritev only reads (the `*mut` is the C API's, not a write).
         let n = unsafe { libc::pwritev(fd, iov.as_ptr(), 2, 0) };
         if n < 0 {
             Err(io::Error::last_os_error())
@@ -146,6 +158,7 @@ pub fn pwrite_at_zero(fd: RawFd, buf: &[u8]) -> io::Result<()> {
 
 fn pwrite_once(fd: RawFd, buf: &[u8], offset: usize) -> io::Result<usize> {
     retry(|| {
+        // SAFETY: pwrite reads at most `buf.len()` bytes from `buf`, a live slice.
         let n = unsafe { libc::pwrite(fd, buf.as_ptr().cast(), buf.len(), offset as libc::off_t) };
         match n {
             n if n < 0 => Err(io::Error::last_os_error()),
@@ -181,8 +194,10 @@ pub fn create_locked(dir: RawFd, tmp: &CStr, name: &CStr) -> Result<OwnedFd, i32
         }
     };
     use std::os::fd::AsRawFd;
+    // SAFETY: flock takes no pointer, and `fd` is open: we own it.
     retry(|| cvt(unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX) }))
         .map_err(|e| e.raw_os_error().unwrap_or(libc::EIO))?;
+    // SAFETY: both names are NUL-terminated and outlive the call.
     if let Err(e) = cvt(unsafe { libc::renameat(dir, tmp.as_ptr(), dir, name.as_ptr()) }) {
         let _ = unlinkat(dir, tmp);
         return Err(e.raw_os_error().unwrap_or(libc::EIO));

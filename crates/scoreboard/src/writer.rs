@@ -182,6 +182,7 @@ impl ForkRegistrar {
     /// `dup2`/`fcntl` and `close`, with names formatted on the stack.
     /// Returns the errno of the first call that failed.
     pub fn register(&self, target_fd: RawFd) -> std::result::Result<(), i32> {
+        // SAFETY: getpid takes no argument and cannot fail.
         let pid = unsafe { libc::getpid() };
         let mut tmp_buf = [0u8; 40];
         let mut name_buf = [0u8; 40];
@@ -191,12 +192,19 @@ impl ForkRegistrar {
         let raw = fd.as_raw_fd();
         if raw == target_fd {
             // Already at the right number: keep it across exec.
+            // SAFETY: F_SETFD takes an integer, not a pointer, and `raw` is
+            // open: `fd` owns it.
             if unsafe { libc::fcntl(raw, libc::F_SETFD, 0) } < 0 {
                 return Err(errno());
             }
             std::mem::forget(fd);
-        } else if unsafe { libc::dup2(raw, target_fd) } < 0 {
-            return Err(errno());
+        } else {
+            // SAFETY: dup2 takes no pointer; `raw` is open (`fd` owns it), and
+            // whatever `target_fd` was is the caller's to replace: it asked
+            // for the status file at that number.
+            if unsafe { libc::dup2(raw, target_fd) } < 0 {
+                return Err(errno());
+            }
         }
         // Dropping `fd` (when it is not the target) closes the original; the
         // duplicate keeps the open file description and so the lock.

@@ -74,6 +74,7 @@ impl WatchedFile {
         let fd = self.fd.as_raw_fd();
         let free = sys::try_lock(fd)?;
         if free {
+            // SAFETY: flock takes no pointer, and `fd` is open: `self.fd` owns it.
             unsafe { libc::flock(fd, libc::LOCK_UN) };
         }
         Ok(!free)

@@ -74,6 +74,7 @@ fn check_safe(path: &Path, st: &libc::stat, allow_foreign_owner: bool) -> Result
             st.st_mode & 0o7777
         )));
     }
+    // SAFETY: geteuid takes no argument and cannot fail.
     let me = unsafe { libc::geteuid() };
     if !allow_foreign_owner && st.st_uid != me && st.st_uid != 0 {
         return Err(insecure(format!(
