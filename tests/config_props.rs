@@ -96,7 +96,7 @@ proptest! {
             workers: Some(workers),
             timeout: timeout_ms.map(Duration::from_millis),
             graceful_timeout: Some(Duration::from_millis(graceful_ms)),
-            env: Some(env),
+            env: env.into_iter().collect(),
             ..Layer::default()
         };
         let config = layer.into_config(1).unwrap();

@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 
 use super::layer::Layer;
 use super::Config;
-use crate::duration;
 
 /// A configuration that cannot be used; `prefork` exits 2 with it, and a
 /// reload logs it and changes nothing.
@@ -101,44 +100,44 @@ fn key_of(line: &str) -> Option<&str> {
     (!key.is_empty() && !key.starts_with('#')).then_some(key)
 }
 
-/// The effective configuration as TOML, as `prefork check` prints it.
+/// The effective configuration as TOML, as `prefork check` prints it: each
+/// key of [`Layer`] in order, its tables (`[env]`) last, and for a key whose
+/// default is an absence (no timeout, a private board) a comment saying so,
+/// in the words of its `--help`.
 pub fn render(config: &Config) -> String {
+    let layer = Layer::from(config);
+    let table = toml::Table::try_from(&layer).expect("every value of a layer has a TOML form");
     let quote = |s: &str| toml::Value::String(s.to_string()).to_string();
-    let mut out = String::new();
-    let command: Vec<String> = config
-        .command
-        .iter()
-        .map(|w| quote(&w.to_string_lossy()))
-        .collect();
-    out += &format!("command = [{}]\n", command.join(", "));
-    out += &format!("workers = {}\n", config.workers);
-    match &config.scoreboard_dir {
-        Some(dir) => out += &format!("scoreboard_dir = {}\n", quote(&dir.to_string_lossy())),
-        None => out += "# scoreboard_dir: a private directory under $XDG_RUNTIME_DIR or /dev/shm\n",
+    let (mut out, mut tables) = (String::new(), String::new());
+    for &key in Layer::KEYS {
+        match table.get(key) {
+            Some(toml::Value::Table(entries)) => {
+                tables += &format!("\n[{key}]\n");
+                for (name, value) in entries {
+                    tables += &format!("{} = {value}\n", quote(name));
+                }
+            }
+            Some(value) => out += &format!("{key} = {value}\n"),
+            None => out += &format!("# {key}: {}\n", default_of(key)),
+        }
     }
-    let d = |d| quote(&duration::display(d));
-    out += &format!("graceful_timeout = {}\n", d(config.graceful_timeout));
-    out += &format!(
-        "timeout = {}\n",
-        config.timeout.map_or_else(|| "0 # off".to_string(), d)
-    );
-    out += &format!("kill_timeout = {}\n", d(config.kill_timeout));
-    out += &format!("check_interval = {}\n", d(config.check_interval));
-    if let Some(dir) = &config.working_directory {
-        out += &format!("working_directory = {}\n", quote(&dir.to_string_lossy()));
-    }
-    out += &format!("min_uptime = {}\n", d(config.backoff.min_uptime));
-    out += &format!("backoff_initial = {}\n", d(config.backoff.initial));
-    out += &format!("backoff_max = {}\n", d(config.backoff.max));
-    out += "\n[env]\n";
-    for (key, value) in &config.env {
-        out += &format!(
-            "{} = {}\n",
-            quote(&key.to_string_lossy()),
-            quote(&value.to_string_lossy())
-        );
-    }
-    out
+    out + &tables
+}
+
+/// What a key left unset means: the `[default: ...]` of its `--help`.
+fn default_of(key: &str) -> String {
+    use clap::Args;
+    let options = Layer::augment_args(clap::Command::new("prefork"));
+    let help = options
+        .get_arguments()
+        .find(|arg| arg.get_id() == key)
+        .and_then(|arg| arg.get_help())
+        .map(|help| help.to_string())
+        .unwrap_or_default();
+    help.split_once("[default: ")
+        .and_then(|(_, rest)| rest.strip_suffix(']'))
+        .unwrap_or("not set")
+        .to_string()
 }
 
 #[cfg(test)]
@@ -187,7 +186,7 @@ mod tests {
                 command: Some(vec!["./worker".into(), "a b".into()]),
                 workers: Some(3),
                 timeout: Some(std::time::Duration::from_millis(1500)),
-                env: Some([("K".to_string(), "v \"q\"".to_string())].into()),
+                env: vec![("K".to_string(), "v \"q\"".to_string())],
                 ..Layer::default()
             },
             default_workers: 1,
