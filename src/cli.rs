@@ -13,7 +13,7 @@ use crate::config::{Layer, Source, MAX_WORKERS};
 /// its own entry on a scoreboard.
 #[derive(Debug, Parser)]
 #[command(name = "prefork", version, about, long_about = None)]
-#[command(args_conflicts_with_subcommands = true, after_help = SIGNALS_HELP)]
+#[command(args_conflicts_with_subcommands = true, after_help = after_help())]
 pub struct Cli {
     #[command(subcommand)]
     pub subcommand: Option<Sub>,
@@ -25,6 +25,7 @@ pub struct Cli {
 pub enum Sub {
     /// Validate the configuration, print it as it would run (after the
     /// command line's overrides), and start nothing. Exits 0 or 2.
+    #[command(after_help = durations_help())]
     Check(RunArgs),
     /// Print the live workers of a scoreboard (of a running prefork, or of
     /// any program using Parallel::Scoreboard)
@@ -85,8 +86,16 @@ Signals to the master:
   SIGHUP           re-read the config file; roll changed workers over without downtime
   SIGUSR1          print the scoreboard to standard output
   SIGTTIN/SIGTTOU  one worker more / one fewer
+";
 
-Durations: 500ms, 2s, 1m, or a bare number of seconds.";
+fn after_help() -> String {
+    format!("{SIGNALS_HELP}\n{}", durations_help())
+}
+
+/// What the `<DURATION>` of an option may be.
+fn durations_help() -> String {
+    format!("Durations: {}.", crate::duration::FORMS)
+}
 
 impl RunArgs {
     /// Where the configuration comes from: the file, under these options.
@@ -111,6 +120,16 @@ mod tests {
     #[test]
     fn clap_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn help_says_what_a_duration_may_be() {
+        let mut cli = Cli::command();
+        let help = cli.render_long_help().to_string();
+        assert!(help.contains(crate::duration::FORMS), "{help}");
+        let check = cli.find_subcommand_mut("check").unwrap();
+        let help = check.render_long_help().to_string();
+        assert!(help.contains(crate::duration::FORMS), "{help}");
     }
 
     #[test]

@@ -34,9 +34,7 @@ pub mod duration {
         type Value = Duration;
 
         fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str(
-                "a duration: a string like \"500ms\", \"2s\", \"1m\", or a number of seconds",
-            )
+            write!(f, "a duration: {}", crate::duration::FORMS)
         }
 
         fn visit_str<E: de::Error>(self, text: &str) -> Result<Duration, E> {
@@ -52,11 +50,7 @@ pub mod duration {
         }
 
         fn visit_f64<E: de::Error>(self, secs: f64) -> Result<Duration, E> {
-            crate::duration::from_secs(secs).ok_or_else(|| {
-                E::custom(format!(
-                    "invalid duration {secs}: expected a number of seconds from 0 to 100 years"
-                ))
-            })
+            crate::duration::from_secs(secs).map_err(E::custom)
         }
     }
 }
