@@ -179,6 +179,26 @@ mod tests {
     }
 
     #[test]
+    fn errors_say_what_is_expected() {
+        let e = error_of("workers = \"x\"\n");
+        assert!(
+            e.starts_with("FILE:1:11: key `workers`: invalid type: string \"x\", expected a whole number from 1 to 4096"),
+            "{e}"
+        );
+        let e = error_of("timeout = \"5 seconds\"\n");
+        let expected = format!(
+            "FILE:1:11: key `timeout`: invalid duration \"5 seconds\": expected {}\n",
+            crate::duration::FORMS
+        );
+        assert!(e.starts_with(&expected), "{e}");
+        let e = error_of("timeout = true\n");
+        assert!(
+            e.contains("expected a duration: a number of seconds"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn rendered_config_reads_back_the_same() {
         let source = Source {
             file: None,

@@ -80,28 +80,54 @@ pub mod interval {
 
 /// A worker count, from 1 to [`crate::config::MAX_WORKERS`].
 pub mod workers {
-    use serde::de::{self, Deserializer};
-    use serde::{Deserialize, Serialize, Serializer};
+    use std::fmt;
 
-    use crate::config::check_workers;
+    use serde::de::{self, Deserializer, Visitor};
+    use serde::{Serialize, Serializer};
+
+    use crate::config::{check_workers, MAX_WORKERS};
 
     pub fn parse(text: &str) -> Result<usize, String> {
         let n: usize = text
             .parse()
-            .map_err(|_| format!("{text:?} is not a whole number"))?;
+            .map_err(|_| format!("{text:?} is not {}", expected()))?;
         check_workers(n).map(|()| n)
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
-        let n = i64::deserialize(d)?;
-        let n = usize::try_from(n)
-            .map_err(|_| de::Error::custom("the number of workers must be at least 1"))?;
-        check_workers(n).map_err(de::Error::custom)?;
-        Ok(Some(n))
+        d.deserialize_u64(WorkersVisitor).map(Some)
     }
 
     pub fn serialize<S: Serializer>(value: &Option<usize>, s: S) -> Result<S::Ok, S::Error> {
         value.serialize(s)
+    }
+
+    /// What a worker count is, for the errors of both sources.
+    fn expected() -> String {
+        format!("a whole number from 1 to {MAX_WORKERS}")
+    }
+
+    struct WorkersVisitor;
+
+    impl Visitor<'_> for WorkersVisitor {
+        type Value = usize;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str(&expected())
+        }
+
+        fn visit_i64<E: de::Error>(self, n: i64) -> Result<usize, E> {
+            let n = usize::try_from(n)
+                .map_err(|_| E::custom("the number of workers must be at least 1"))?;
+            check_workers(n).map_err(E::custom)?;
+            Ok(n)
+        }
+
+        fn visit_u64<E: de::Error>(self, n: u64) -> Result<usize, E> {
+            let n = usize::try_from(n).unwrap_or(usize::MAX);
+            check_workers(n).map_err(E::custom)?;
+            Ok(n)
+        }
     }
 }
 
