@@ -1,8 +1,16 @@
 //! Reading the TOML file, and errors that point at the line: every problem
 //! in a config file is reported as `FILE:LINE:COLUMN: key `K`: what is wrong`,
 //! followed by the line itself, before any worker is started.
+//!
+//! The master reads the file again on SIGHUP, inside its single-threaded
+//! loop: reading it must never block, and never take more than a bounded
+//! amount of memory, whatever the path names (a FIFO, `/dev/zero`, a file
+//! of gigabytes).
 
 use std::fmt;
+use std::fs::{File, FileType, OpenOptions};
+use std::io::Read;
+use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use super::layer::Layer;
@@ -51,9 +59,84 @@ impl Source {
 
 /// Parses one config file into a layer.
 pub fn read(path: &Path) -> Result<Layer, ConfigError> {
-    let text = std::fs::read_to_string(path)
+    let text = read_text(path)
         .map_err(|e| ConfigError(format!("cannot read config file {}: {e}", path.display())))?;
     toml::from_str(&text).map_err(|e| ConfigError(locate(path, &text, &e)))
+}
+
+/// The most a config file may hold: far more than any configuration needs,
+/// far less than would hurt the master to hold.
+pub const MAX_FILE_SIZE: u64 = 1 << 20;
+
+/// The text of a config file: a regular file, or a symlink to one, of at
+/// most [`MAX_FILE_SIZE`] bytes of UTF-8.
+fn read_text(path: &Path) -> Result<String, String> {
+    let file = open(path)?;
+    let metadata = file.metadata().map_err(|e| e.to_string())?;
+    if !metadata.is_file() {
+        return Err(format!(
+            "it is {}, not a regular file",
+            kind(metadata.file_type())
+        ));
+    }
+    let too_large = || {
+        let limit = MAX_FILE_SIZE >> 20;
+        format!("it is larger than {limit} MiB, the limit for a config file")
+    };
+    if metadata.len() > MAX_FILE_SIZE {
+        return Err(too_large());
+    }
+    // The size may have changed since fstat (and is 0 for some files of
+    // /proc): the limit holds for what is actually read.
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_SIZE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| e.to_string())?;
+    if bytes.len() as u64 > MAX_FILE_SIZE {
+        return Err(too_large());
+    }
+    String::from_utf8(bytes).map_err(|e| {
+        let at = e.utf8_error().valid_up_to();
+        format!("it is not UTF-8 text (byte {at} is not)")
+    })
+}
+
+/// Opens `path` for reading without ever waiting: `O_NONBLOCK`, so that
+/// opening a FIFO returns at once instead of waiting for a writer (the file
+/// type is checked on the open descriptor, as what the path names may
+/// change); `O_NOCTTY`, so that a terminal does not become the master's
+/// controlling terminal; `O_CLOEXEC`, so that no worker inherits it.
+fn open(path: &Path) -> Result<File, String> {
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
+        .open(path)
+        .map_err(|e| {
+            // A socket cannot be opened at all (ENXIO): say what it is.
+            match std::fs::metadata(path) {
+                Ok(m) if !m.is_file() && !m.is_dir() => {
+                    format!("it is {}, not a regular file", kind(m.file_type()))
+                }
+                _ => e.to_string(),
+            }
+        })
+}
+
+/// What a file that is not a regular file is, for an error message.
+fn kind(t: FileType) -> &'static str {
+    if t.is_dir() {
+        "a directory"
+    } else if t.is_fifo() {
+        "a FIFO"
+    } else if t.is_char_device() {
+        "a character device"
+    } else if t.is_block_device() {
+        "a block device"
+    } else if t.is_socket() {
+        "a socket"
+    } else {
+        "something else"
+    }
 }
 
 /// The scoreboard directory a config file names (for `prefork status -c`).

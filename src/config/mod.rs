@@ -6,7 +6,7 @@ mod file;
 mod layer;
 mod value;
 
-pub use file::{read, render, scoreboard_dir_of, ConfigError, Source};
+pub use file::{read, render, scoreboard_dir_of, ConfigError, Source, MAX_FILE_SIZE};
 pub use layer::Layer;
 
 use std::ffi::OsString;
