@@ -1,7 +1,7 @@
 //! Config input that can never block or exhaust the process: a config path
 //! naming a FIFO, `/dev/zero` or a huge file is refused at once with what it
-//! is, also on SIGHUP in a running master; a bad value says what is
-//! expected. Through the real
+//! is, also on SIGHUP in a running master; an error in a megabyte-long line
+//! shows an excerpt; a bad value says what is expected. Through the real
 //! binary: a hang fails the test (its guard kills it) instead of hanging it,
 //! and an unbounded read fails it under a limit on its address space.
 
@@ -145,6 +145,24 @@ fn a_file_over_the_limit_is_refused_and_one_at_it_is_read() {
     let file = std::fs::File::create(&path).unwrap();
     file.set_len(4 << 30).unwrap();
     refused(&sandbox, &path, too_large);
+}
+
+#[test]
+fn an_error_in_a_huge_line_shows_an_excerpt_of_it() {
+    let sandbox = Sandbox::new();
+    let path = sandbox.join("deep.toml");
+    let deep = format!("a = {}1{}", "{b = ".repeat(10_000), "}".repeat(10_000));
+    std::fs::write(&path, format!("command = [\"x\"]\n{deep}\n")).unwrap();
+    let out = check(&sandbox, &path);
+    assert_eq!(out.code, Some(2), "{}", out.stderr);
+    assert!(out.stderr.contains(&format!("{path}:2:")), "{}", out.stderr);
+    assert!(out.stderr.len() < 1000, "{} bytes", out.stderr.len());
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    assert!(
+        lines[1].contains("| …{b = ") && lines[2].ends_with('^'),
+        "{}",
+        out.stderr
+    );
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! Reading the TOML file, and errors that point at the line: every problem
 //! in a config file is reported as `FILE:LINE:COLUMN: key `K`: what is wrong`,
-//! followed by the line itself, before any worker is started.
+//! followed by (an excerpt of) the line, before any worker is started.
 //!
 //! The master reads the file again on SIGHUP, inside its single-threaded
 //! loop: reading it must never block, and never take more than a bounded
@@ -149,31 +149,110 @@ pub fn scoreboard_dir_of(path: &Path) -> Result<PathBuf, ConfigError> {
     })
 }
 
-/// `FILE:LINE:COLUMN: key `K`: message`, then the line with a caret.
+/// `FILE:LINE:COLUMN: key `K`: message`, then the line with a caret under
+/// the error. A long line is shown as an excerpt around the column, and a
+/// long key or message is shortened: what the file says is echoed, and a
+/// file may hold a line of a megabyte.
 fn locate(path: &Path, text: &str, error: &toml::de::Error) -> String {
-    let message = error.message().trim_end();
+    let message = shorten_message(error.message().trim_end());
     let Some(span) = error.span() else {
         return format!("{}: {message}", path.display());
     };
-    let start = span.start.min(text.len());
+    let start = floor_char_boundary(text, span.start);
     let line_start = text[..start].rfind('\n').map_or(0, |i| i + 1);
     let line_end = text[start..].find('\n').map_or(text.len(), |i| start + i);
-    let line_text = &text[line_start..line_end];
     let line = text[..start].matches('\n').count() + 1;
     let column = text[line_start..start].chars().count() + 1;
-    let key = key_of(line_text)
-        .map(|k| format!("key `{k}`: "))
+    let key = key_of(&text[line_start..line_end])
+        .map(|k| format!("key `{}`: ", shorten(k, MAX_KEY)))
         .unwrap_or_default();
-    let width = span
-        .end
-        .saturating_sub(span.start)
-        .clamp(1, line_end - start.min(line_end) + 1);
+    // The span in characters of the line, at least one, at most to its end.
+    let span_end = floor_char_boundary(text, span.end.clamp(start, line_end));
+    let width = text[start..span_end].chars().count().max(1);
+    let (excerpt, caret) = excerpt(&text[line_start..line_end], column - 1, width);
     format!(
-        "{}:{line}:{column}: {key}{message}\n{line:>5} | {line_text}\n      | {}{}",
+        "{}:{line}:{column}: {key}{message}\n{line:>5} | {excerpt}\n      | {caret}",
         path.display(),
-        " ".repeat(column - 1),
-        "^".repeat(width),
     )
+}
+
+/// How much of a line an error shows, in characters.
+const EXCERPT: usize = 120;
+/// How much of that is before the column, when the line has to be cut.
+const BEFORE: usize = 40;
+/// The longest key, and quoted text in a message (an echoed value), shown whole.
+const MAX_KEY: usize = 40;
+/// A bound on the rest of a message, which lists the keys, for one.
+const MAX_MESSAGE: usize = 1000;
+
+/// At most [`EXCERPT`] characters of `line` around the character `at`
+/// (with `…` where it is cut), and the carets under the `width` characters
+/// from `at`. Control characters (a tab) are shown as a space, so that the
+/// carets line up and the terminal is not driven by the file.
+fn excerpt(line: &str, at: usize, width: usize) -> (String, String) {
+    let chars: Vec<char> = line
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let (mut from, mut to) = (0, chars.len());
+    if chars.len() > EXCERPT {
+        from = at.saturating_sub(BEFORE).min(chars.len() - EXCERPT);
+        to = from + EXCERPT;
+    }
+    let mut shown: String = chars[from..to].iter().collect();
+    let mut offset = at.min(to) - from;
+    if from > 0 {
+        shown.insert(0, '…');
+        offset += 1;
+    }
+    if to < chars.len() {
+        shown.push('…');
+    }
+    let width = width.min(to.saturating_sub(at)).max(1);
+    (
+        shown,
+        format!("{}{}", " ".repeat(offset), "^".repeat(width)),
+    )
+}
+
+/// `message` with what it quotes (`"…"` or `` `…` ``: a value or a key from
+/// the file) shortened to [`MAX_KEY`] characters, and with the whole
+/// shortened to [`MAX_MESSAGE`].
+fn shorten_message(message: &str) -> String {
+    let mut out = String::new();
+    let mut rest = message;
+    while let Some(open) = rest.find(['"', '`']) {
+        let quote = &rest[open..=open];
+        out += &rest[..=open];
+        rest = &rest[open + 1..];
+        let Some(close) = rest.find(quote) else { break };
+        out += &shorten(&rest[..close], MAX_KEY);
+        out += quote;
+        rest = &rest[close + 1..];
+    }
+    out += rest;
+    shorten(&out, MAX_MESSAGE)
+}
+
+/// `text`, or its start and end around a `…` if it is longer than `max`
+/// characters.
+fn shorten(text: &str, max: usize) -> String {
+    let count = text.chars().count();
+    if count <= max {
+        return text.to_string();
+    }
+    let head: String = text.chars().take(max * 3 / 4).collect();
+    let tail: String = text.chars().skip(count - max / 4).collect();
+    format!("{head}…{tail}")
+}
+
+/// `at`, or the start of the character it falls in.
+fn floor_char_boundary(text: &str, at: usize) -> usize {
+    let mut at = at.min(text.len());
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
 }
 
 /// The key a `key = value` line sets.
@@ -279,6 +358,51 @@ mod tests {
             e.contains("expected a duration: a number of seconds"),
             "{e}"
         );
+    }
+
+    /// The character above the first caret of an error, and the lines shown.
+    fn pointed_at(error: &str) -> (char, Vec<&str>) {
+        let lines: Vec<&str> = error.lines().collect();
+        let shown = lines[1].split_once(" | ").unwrap().1;
+        let caret = lines[2].split_once("| ").unwrap().1;
+        let at = caret.chars().take_while(|&c| c == ' ').count();
+        (shown.chars().nth(at).unwrap(), lines)
+    }
+
+    #[test]
+    fn a_long_line_is_shown_as_an_excerpt_with_the_caret_in_place() {
+        // 10,000 nested tables: the parser gives up at column 400.
+        let deep = format!("a = {}1{}\n", "{b = ".repeat(10_000), "}".repeat(10_000));
+        let e = error_of(&format!("command = [\"x\"]\n{deep}"));
+        assert!(e.starts_with("FILE:2:400: key `a`: "), "{e}");
+        let (above, lines) = pointed_at(&e);
+        assert_eq!(above, deep.chars().nth(399).unwrap(), "{e}");
+        assert!(lines.iter().all(|l| l.chars().count() < 140), "{e}");
+        assert!(lines[1].contains(" | …") && lines[1].ends_with('…'), "{e}");
+
+        // Near the end of a long line, with wide characters before it.
+        let line = format!(
+            "{} = 1 # {}\nworkers = 0\n",
+            "é".repeat(500),
+            "x".repeat(500)
+        );
+        let e = error_of(&line);
+        assert!(e.starts_with("FILE:1:1: key `ééé"), "{e}");
+        assert!(e.len() < 2000, "{e}");
+        let line = format!("timeout = \"{}\" # {}\n", "ü".repeat(300), "é".repeat(300));
+        let e = error_of(&line);
+        let (above, _) = pointed_at(&e);
+        assert_eq!(above, '"', "{e}");
+        assert!(e.contains("invalid duration \"üüü"), "{e}");
+        assert!(e.len() < 1500, "{e}");
+    }
+
+    #[test]
+    fn a_tab_before_the_error_keeps_the_caret_in_place() {
+        let e = error_of("\t\ttimeout = \"1 sec\"\n");
+        assert!(e.starts_with("FILE:1:13: key `timeout`"), "{e}");
+        let (above, _) = pointed_at(&e);
+        assert_eq!(above, '"', "{e}");
     }
 
     #[test]
