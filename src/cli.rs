@@ -1,6 +1,7 @@
-//! The command line. Parsed by clap, then turned into a configuration
-//! [`Layer`] that goes over the config file's; nothing past this module sees
-//! clap's types.
+//! The command line: the subcommands, and the run options, parsed by clap
+//! straight into a configuration [`Layer`] (where each option is declared,
+//! once, for the command line and the config file alike) that goes over the
+//! config file's. Nothing past this module sees clap's types.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
