@@ -96,7 +96,41 @@ proptest! {
             workers: Some(workers),
             timeout: timeout_ms.map(Duration::from_millis),
             graceful_timeout: Some(Duration::from_millis(graceful_ms)),
-            env: Some(env),
+            env: env.into_iter().collect(),
+            ..Layer::default()
+        };
+        let config = layer.into_config(1).unwrap();
+        let printed = render(&config);
+        let again: Layer = toml::from_str(&printed).map_err(|e| TestCaseError::fail(format!("{e}\n{printed}")))?;
+        prop_assert_eq!(again.into_config(1).unwrap(), config);
+    }
+}
+
+proptest! {
+    /// The same for every option, each set or left to its default.
+    #[test]
+    fn every_option_reads_back_the_same(
+        durations in proptest::collection::vec(proptest::option::of(0u64..10_000_000), 6),
+        check_interval_ms in proptest::option::of(10u64..10_000_000),
+        scoreboard_dir in proptest::option::of("/[a-z./ ]{1,12}"),
+        working_directory in proptest::option::of(prop_oneof![Just("/"), Just("/tmp")]),
+    ) {
+        let ms = |i: usize| durations[i].map(Duration::from_millis);
+        let (initial, max) = match (ms(4), ms(5)) {
+            (Some(a), Some(b)) => (Some(a.min(b)), Some(a.max(b))),
+            (a, _) => (a.map(|a| a.min(Duration::from_secs(30))), None),
+        };
+        let layer = Layer {
+            command: Some(vec!["w".into()]),
+            graceful_timeout: ms(0),
+            timeout: ms(1),
+            kill_timeout: ms(2),
+            check_interval: check_interval_ms.map(Duration::from_millis),
+            min_uptime: ms(3),
+            backoff_initial: initial,
+            backoff_max: max,
+            scoreboard_dir: scoreboard_dir.map(Into::into),
+            working_directory: working_directory.map(Into::into),
             ..Layer::default()
         };
         let config = layer.into_config(1).unwrap();

@@ -28,3 +28,6 @@ mod chaos;
 
 // Properties of the parsers of untrusted text.
 mod config_props;
+
+// Config input that can never block or exhaust the process.
+mod config_input;

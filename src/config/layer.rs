@@ -1,84 +1,179 @@
-//! A partial configuration: what one source (the config file, or the
-//! command line) says. Layers stack, the command line over the file, and the
-//! result, with defaults for what nobody said, becomes a [`Config`].
+//! Every option of the supervisor, declared once. [`Layer`] is at the same
+//! time the command line's options (clap), the config file's keys (serde),
+//! and what `prefork check` prints (serde again). A field's doc comment is
+//! its `--help` text, `[default: ...]` included; its `#[arg]` is its flag;
+//! its `#[serde(with)]` names the kind of value it takes, in
+//! [`super::value`], which checks it the same way from both sources.
+//!
+//! Layers stack, the command line over the config file ([`Layer::over`]),
+//! and the result, with defaults for what nobody said, becomes a [`Config`].
+//!
+//! Adding an option: a field of [`Layer`]; its field and default in
+//! [`Config`], where the supervisor reads it; a line in [`Layer::into_config`]
+//! (its default and checks) and one in `From<&Config> for Layer` (what
+//! `prefork check` prints). The compiler points at both lines.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use super::{de, Backoff, Config};
+use super::{value, Backoff, Config};
 
-/// Every key of the config file. Command-line options have the same names
-/// in kebab-case.
-#[derive(Debug, Default, Clone, PartialEq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Layer {
-    #[serde(default, deserialize_with = "de::command")]
-    pub command: Option<Vec<OsString>>,
-    #[serde(default, deserialize_with = "de::workers")]
-    pub workers: Option<usize>,
-    pub scoreboard_dir: Option<PathBuf>,
-    #[serde(default, deserialize_with = "de::duration")]
-    pub graceful_timeout: Option<Duration>,
-    /// 0 turns stuck detection off.
-    #[serde(default, deserialize_with = "de::duration")]
-    pub timeout: Option<Duration>,
-    #[serde(default, deserialize_with = "de::duration")]
-    pub kill_timeout: Option<Duration>,
-    #[serde(default, deserialize_with = "de::interval")]
-    pub check_interval: Option<Duration>,
-    pub working_directory: Option<PathBuf>,
-    /// Extra environment variables for the workers.
-    pub env: Option<BTreeMap<String, String>>,
-    /// A worker that dies sooner than this after its start counts toward
-    /// the crash-loop backoff.
-    #[serde(default, deserialize_with = "de::duration")]
-    pub min_uptime: Option<Duration>,
-    #[serde(default, deserialize_with = "de::duration")]
-    pub backoff_initial: Option<Duration>,
-    #[serde(default, deserialize_with = "de::duration")]
-    pub backoff_max: Option<Duration>,
+/// Declares [`Layer`], and from its list of fields the code that has to
+/// visit every one of them.
+macro_rules! layer {
+    (
+        $(#[$attr:meta])*
+        pub struct Layer {
+            $( $(#[$field_attr:meta])* pub $field:ident: $type:ty, )*
+        }
+    ) => {
+        $(#[$attr])*
+        pub struct Layer {
+            $( $(#[$field_attr])* pub $field: $type, )*
+        }
+
+        impl Layer {
+            /// The config file's keys, in the order `prefork check` prints them.
+            pub const KEYS: &'static [&'static str] = &[$(stringify!($field)),*];
+
+            /// This layer over `below`, option by option: the type of each
+            /// field says how (see `Merge`).
+            pub fn over(self, below: Layer) -> Layer {
+                Layer {
+                    $( $field: Merge::over(self.$field, below.$field), )*
+                }
+            }
+        }
+    };
+}
+
+layer! {
+    /// What one source, the config file or the command line, says. The keys
+    /// of the file are the fields' names; the long options are the same
+    /// names in kebab-case.
+    #[derive(Debug, Default, Clone, PartialEq, clap::Args, Deserialize, Serialize)]
+    #[serde(default, deny_unknown_fields)]
+    pub struct Layer {
+        /// The worker command and its arguments (overrides `command` in the file)
+        #[arg(last = true, value_name = "COMMAND")]
+        #[serde(with = "value::command")]
+        pub command: Option<Vec<OsString>>,
+
+        /// Number of workers [default: the number of CPUs]
+        #[arg(short, long, value_parser = value::workers::parse)]
+        #[serde(with = "value::workers")]
+        pub workers: Option<usize>,
+
+        /// Scoreboard directory, created when missing and left in place
+        /// [default: a private directory under $XDG_RUNTIME_DIR or /dev/shm, removed at exit]
+        #[arg(
+            short = 'd',
+            long = "scoreboard",
+            visible_alias = "scoreboard-dir",
+            value_name = "DIR"
+        )]
+        #[serde(with = "value::path")]
+        pub scoreboard_dir: Option<PathBuf>,
+
+        /// How long a shutdown waits after SIGTERM before SIGKILL [default: 30s]
+        #[arg(long, value_name = "DURATION", value_parser = value::duration::parse)]
+        #[serde(with = "value::duration")]
+        pub graceful_timeout: Option<Duration>,
+
+        /// Replace a worker whose status has not been updated for this long;
+        /// 0 turns it off [default: off]
+        #[arg(short = 't', long, value_name = "DURATION", value_parser = value::duration::parse)]
+        #[serde(with = "value::duration")]
+        pub timeout: Option<Duration>,
+
+        /// How long a stuck worker gets between SIGTERM and SIGKILL [default: 5s]
+        #[arg(long, value_name = "DURATION", value_parser = value::duration::parse)]
+        #[serde(with = "value::duration")]
+        pub kill_timeout: Option<Duration>,
+
+        /// How often the master reads the scoreboard [default: 1s]
+        #[arg(long, value_name = "DURATION", value_parser = value::interval::parse)]
+        #[serde(with = "value::interval")]
+        pub check_interval: Option<Duration>,
+
+        /// Directory the workers start in [default: the master's]
+        #[arg(long, value_name = "DIR")]
+        #[serde(with = "value::path")]
+        pub working_directory: Option<PathBuf>,
+
+        /// Extra environment variable for the workers (repeatable)
+        #[arg(short, long, value_name = "KEY=VALUE", value_parser = value::env::parse)]
+        #[serde(with = "value::env")]
+        pub env: Vec<(String, String)>,
+
+        /// A worker dying sooner than this after its start counts toward the
+        /// crash-loop backoff [default: 1s]
+        #[arg(long, value_name = "DURATION", value_parser = value::duration::parse)]
+        #[serde(with = "value::duration")]
+        pub min_uptime: Option<Duration>,
+
+        /// First crash-loop delay, doubled at each further quick death [default: 100ms]
+        #[arg(long, value_name = "DURATION", value_parser = value::duration::parse)]
+        #[serde(with = "value::duration")]
+        pub backoff_initial: Option<Duration>,
+
+        /// Longest crash-loop delay [default: 30s]
+        #[arg(long, value_name = "DURATION", value_parser = value::duration::parse)]
+        #[serde(with = "value::duration")]
+        pub backoff_max: Option<Duration>,
+    }
+}
+
+/// How an option's value in one layer goes over its value in the layer
+/// below. The field's type says which rule applies.
+trait Merge {
+    fn over(self, below: Self) -> Self;
+}
+
+/// An option said once: the upper layer's value, if it says one, wins.
+impl<T> Merge for Option<T> {
+    fn over(self, below: Self) -> Self {
+        self.or(below)
+    }
+}
+
+/// A repeatable option: the layers' lists add up, the upper one's last, so
+/// that where a later entry wins (a key of `env`), the upper layer wins.
+impl<T> Merge for Vec<T> {
+    fn over(self, mut below: Self) -> Self {
+        below.extend(self);
+        below
+    }
 }
 
 impl Layer {
-    /// This layer over `below`: what this one says wins. The `env` tables
-    /// merge key by key.
-    pub fn over(self, below: Layer) -> Layer {
-        let env = match (below.env, self.env) {
-            (Some(mut base), Some(top)) => {
-                base.extend(top);
-                Some(base)
-            }
-            (base, top) => top.or(base),
-        };
-        Layer {
-            command: self.command.or(below.command),
-            workers: self.workers.or(below.workers),
-            scoreboard_dir: self.scoreboard_dir.or(below.scoreboard_dir),
-            graceful_timeout: self.graceful_timeout.or(below.graceful_timeout),
-            timeout: self.timeout.or(below.timeout),
-            kill_timeout: self.kill_timeout.or(below.kill_timeout),
-            check_interval: self.check_interval.or(below.check_interval),
-            working_directory: self.working_directory.or(below.working_directory),
-            env,
-            min_uptime: self.min_uptime.or(below.min_uptime),
-            backoff_initial: self.backoff_initial.or(below.backoff_initial),
-            backoff_max: self.backoff_max.or(below.backoff_max),
-        }
-    }
-
     /// The effective configuration, with defaults for what no layer set.
     /// `default_workers` is used when no layer gives a count.
     pub fn into_config(self, default_workers: usize) -> Result<Config, String> {
+        // Every field, by name: a new one does not compile until it is used.
+        let Layer {
+            command,
+            workers,
+            scoreboard_dir,
+            graceful_timeout,
+            timeout,
+            kill_timeout,
+            check_interval,
+            working_directory,
+            env,
+            min_uptime,
+            backoff_initial,
+            backoff_max,
+        } = self;
         let defaults = Config::default();
-        let backoff_defaults = Backoff::default();
-        let command = self.command.ok_or(
+        let command = command.ok_or(
             "no worker command: give one after `--` (prefork -- ./worker) or as `command` in the config file",
         )?;
-        if let Some(dir) = &self.working_directory {
+        if let Some(dir) = &working_directory {
             if !dir.is_dir() {
                 return Err(format!(
                     "working_directory {}: not an existing directory",
@@ -87,9 +182,9 @@ impl Layer {
             }
         }
         let backoff = Backoff {
-            min_uptime: self.min_uptime.unwrap_or(backoff_defaults.min_uptime),
-            initial: self.backoff_initial.unwrap_or(backoff_defaults.initial),
-            max: self.backoff_max.unwrap_or(backoff_defaults.max),
+            min_uptime: min_uptime.unwrap_or(defaults.backoff.min_uptime),
+            initial: backoff_initial.unwrap_or(defaults.backoff.initial),
+            max: backoff_max.unwrap_or(defaults.backoff.max),
         };
         if backoff.initial > backoff.max {
             return Err(format!(
@@ -98,22 +193,98 @@ impl Layer {
                 crate::duration::display(backoff.max)
             ));
         }
+        // A key set twice keeps its last value.
+        let env: BTreeMap<String, String> = env.into_iter().collect();
         Ok(Config {
             command,
-            workers: self.workers.unwrap_or(default_workers),
-            scoreboard_dir: self.scoreboard_dir,
-            graceful_timeout: self.graceful_timeout.unwrap_or(defaults.graceful_timeout),
-            timeout: self.timeout.filter(|t| !t.is_zero()),
-            kill_timeout: self.kill_timeout.unwrap_or(defaults.kill_timeout),
-            check_interval: self.check_interval.unwrap_or(defaults.check_interval),
-            working_directory: self.working_directory,
-            env: self
-                .env
-                .unwrap_or_default()
-                .into_iter()
-                .map(|(k, v)| (k.into(), v.into()))
-                .collect(),
+            workers: workers.unwrap_or(default_workers),
+            scoreboard_dir,
+            graceful_timeout: graceful_timeout.unwrap_or(defaults.graceful_timeout),
+            timeout: timeout.filter(|t| !t.is_zero()),
+            kill_timeout: kill_timeout.unwrap_or(defaults.kill_timeout),
+            check_interval: check_interval.unwrap_or(defaults.check_interval),
+            working_directory,
+            env: env.into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
             backoff,
         })
+    }
+}
+
+/// The layer that says everything an effective configuration is: what
+/// `prefork check` prints. A `None` is an option whose default is an absence
+/// (no timeout, a private board); `render` prints its `[default: ...]`.
+impl From<&Config> for Layer {
+    fn from(config: &Config) -> Layer {
+        let lossy = |s: &OsString| s.to_string_lossy().into_owned();
+        Layer {
+            command: Some(config.command.clone()),
+            workers: Some(config.workers),
+            scoreboard_dir: config.scoreboard_dir.clone(),
+            graceful_timeout: Some(config.graceful_timeout),
+            timeout: config.timeout,
+            kill_timeout: Some(config.kill_timeout),
+            check_interval: Some(config.check_interval),
+            working_directory: config.working_directory.clone(),
+            env: config
+                .env
+                .iter()
+                .map(|(k, v)| (lossy(k), lossy(v)))
+                .collect(),
+            min_uptime: Some(config.backoff.min_uptime),
+            backoff_initial: Some(config.backoff.initial),
+            backoff_max: Some(config.backoff.max),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_upper_layer_wins_and_lists_add_up() {
+        let file = Layer {
+            workers: Some(2),
+            timeout: Some(Duration::from_secs(3)),
+            env: vec![("A".into(), "file".into()), ("B".into(), "file".into())],
+            ..Layer::default()
+        };
+        let cli = Layer {
+            workers: Some(5),
+            env: vec![("B".into(), "cli".into())],
+            ..Layer::default()
+        };
+        let both = cli.over(file);
+        assert_eq!(both.workers, Some(5));
+        assert_eq!(both.timeout, Some(Duration::from_secs(3)));
+        let config = Layer {
+            command: Some(vec!["w".into()]),
+            ..both
+        }
+        .into_config(1)
+        .unwrap();
+        let env: Vec<(OsString, OsString)> =
+            vec![("A".into(), "file".into()), ("B".into(), "cli".into())];
+        assert_eq!(config.env, env);
+    }
+
+    /// What the module says: every key is also a long option, the same
+    /// name in kebab-case (or one of its aliases); `command` is the
+    /// arguments after `--`.
+    #[test]
+    fn every_key_is_a_long_option_of_the_same_name() {
+        use clap::Args;
+        let cmd = Layer::augment_args(clap::Command::new("prefork"));
+        for key in Layer::KEYS {
+            let arg = cmd.get_arguments().find(|a| a.get_id() == key);
+            let arg = arg.unwrap_or_else(|| panic!("no option for key {key}"));
+            if *key == "command" {
+                assert!(arg.is_last_set());
+                continue;
+            }
+            let long = key.replace('_', "-");
+            let names = arg.get_long_and_visible_aliases().unwrap_or_default();
+            assert!(names.contains(&long.as_str()), "{key}: {names:?}");
+        }
     }
 }

@@ -2,11 +2,11 @@
 //! the defaults in one place. The master loop sees only [`Config`]; the
 //! file, the command line and their layering live in the submodules.
 
-mod de;
 mod file;
 mod layer;
+mod value;
 
-pub use file::{read, render, scoreboard_dir_of, ConfigError, Source};
+pub use file::{read, render, scoreboard_dir_of, ConfigError, Source, MAX_FILE_SIZE};
 pub use layer::Layer;
 
 use std::ffi::OsString;

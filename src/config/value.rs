@@ -1,0 +1,203 @@
+//! The kinds of value the options take. One module per kind holds all of
+//! it: `parse` reads it from the command line (clap's value parser),
+//! `deserialize` from the config file, and `serialize` writes it as
+//! `prefork check` prints it, in a form `deserialize` reads back the same.
+//! Both sources check a value with the same function, so it is refused with
+//! the same words wherever it was written; an error raised while
+//! deserializing carries the value's position in the file.
+
+/// A duration: `"500ms"`, `"2s"`, ... (see [`crate::duration`]), or a
+/// number of seconds.
+pub mod duration {
+    use std::fmt;
+    use std::time::Duration;
+
+    use serde::de::{self, Deserializer, Visitor};
+    use serde::Serializer;
+
+    pub use crate::duration::parse;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        d.deserialize_any(DurationVisitor).map(Some)
+    }
+
+    pub fn serialize<S: Serializer>(value: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(d) => s.serialize_str(&crate::duration::display(*d)),
+            None => s.serialize_none(),
+        }
+    }
+
+    struct DurationVisitor;
+
+    impl Visitor<'_> for DurationVisitor {
+        type Value = Duration;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            write!(f, "a duration: {}", crate::duration::FORMS)
+        }
+
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<Duration, E> {
+            crate::duration::parse(text).map_err(E::custom)
+        }
+
+        fn visit_i64<E: de::Error>(self, secs: i64) -> Result<Duration, E> {
+            self.visit_f64(secs as f64)
+        }
+
+        fn visit_u64<E: de::Error>(self, secs: u64) -> Result<Duration, E> {
+            self.visit_f64(secs as f64)
+        }
+
+        fn visit_f64<E: de::Error>(self, secs: f64) -> Result<Duration, E> {
+            crate::duration::from_secs(secs).map_err(E::custom)
+        }
+    }
+}
+
+/// The scoreboard check interval: a duration of at least 10ms.
+pub mod interval {
+    use std::time::Duration;
+
+    use serde::de::{self, Deserializer};
+
+    pub use super::duration::serialize;
+    use crate::config::check_interval;
+
+    pub fn parse(text: &str) -> Result<Duration, String> {
+        let interval = crate::duration::parse(text)?;
+        check_interval(interval).map(|()| interval)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        let interval = super::duration::deserialize(d)?;
+        if let Some(interval) = interval {
+            check_interval(interval).map_err(de::Error::custom)?;
+        }
+        Ok(interval)
+    }
+}
+
+/// A worker count, from 1 to [`crate::config::MAX_WORKERS`].
+pub mod workers {
+    use std::fmt;
+
+    use serde::de::{self, Deserializer, Visitor};
+    use serde::{Serialize, Serializer};
+
+    use crate::config::{check_workers, MAX_WORKERS};
+
+    pub fn parse(text: &str) -> Result<usize, String> {
+        let n: usize = text
+            .parse()
+            .map_err(|_| format!("{text:?} is not {}", expected()))?;
+        check_workers(n).map(|()| n)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+        d.deserialize_u64(WorkersVisitor).map(Some)
+    }
+
+    pub fn serialize<S: Serializer>(value: &Option<usize>, s: S) -> Result<S::Ok, S::Error> {
+        value.serialize(s)
+    }
+
+    /// What a worker count is, for the errors of both sources.
+    fn expected() -> String {
+        format!("a whole number from 1 to {MAX_WORKERS}")
+    }
+
+    struct WorkersVisitor;
+
+    impl Visitor<'_> for WorkersVisitor {
+        type Value = usize;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str(&expected())
+        }
+
+        fn visit_i64<E: de::Error>(self, n: i64) -> Result<usize, E> {
+            let n = usize::try_from(n)
+                .map_err(|_| E::custom("the number of workers must be at least 1"))?;
+            check_workers(n).map_err(E::custom)?;
+            Ok(n)
+        }
+
+        fn visit_u64<E: de::Error>(self, n: u64) -> Result<usize, E> {
+            let n = usize::try_from(n).unwrap_or(usize::MAX);
+            check_workers(n).map_err(E::custom)?;
+            Ok(n)
+        }
+    }
+}
+
+/// The worker command: a program and its arguments, as a list of strings.
+pub mod command {
+    use std::ffi::OsString;
+
+    use serde::de::{self, Deserializer};
+    use serde::{Deserialize, Serializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<OsString>>, D::Error> {
+        let words = Vec::<String>::deserialize(d)?;
+        match words.first() {
+            None => Err(de::Error::custom("the command is empty: give the program and its arguments, like [\"./worker\", \"--port\", \"8080\"]")),
+            Some(program) if program.is_empty() => Err(de::Error::custom("the program name is empty")),
+            Some(_) => Ok(Some(words.into_iter().map(OsString::from).collect())),
+        }
+    }
+
+    /// Words that are not UTF-8 are printed lossily: TOML has no bytes.
+    pub fn serialize<S: Serializer>(
+        value: &Option<Vec<OsString>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(words) => s.collect_seq(words.iter().map(|w| w.to_string_lossy())),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+/// Environment variables: `KEY=VALUE` on the command line, a `[env]` table
+/// in the file. A key given twice keeps its last value.
+pub mod env {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn parse(text: &str) -> Result<(String, String), String> {
+        match text.split_once('=') {
+            Some((key, value)) if !key.is_empty() => Ok((key.to_string(), value.to_string())),
+            _ => Err(format!("{text:?} is not KEY=VALUE")),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<(String, String)>, D::Error> {
+        let table = BTreeMap::<String, String>::deserialize(d)?;
+        Ok(table.into_iter().collect())
+    }
+
+    pub fn serialize<S: Serializer>(vars: &[(String, String)], s: S) -> Result<S::Ok, S::Error> {
+        let table: BTreeMap<&str, &str> = vars.iter().map(|(k, v)| (&**k, &**v)).collect();
+        table.serialize(s)
+    }
+}
+
+/// A path. One that is not UTF-8 is printed lossily: TOML has no bytes.
+pub mod path {
+    use std::path::PathBuf;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+        PathBuf::deserialize(d).map(Some)
+    }
+
+    pub fn serialize<S: Serializer>(value: &Option<PathBuf>, s: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(path) => s.serialize_str(&path.to_string_lossy()),
+            None => s.serialize_none(),
+        }
+    }
+}
