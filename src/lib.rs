@@ -8,6 +8,9 @@
 //! The rest is the `prefork` binary's: [`cli`] and [`config`] produce a plain
 //! [`config::Config`], which [`supervisor::run`] runs.
 
+// Every `unsafe` block says why it is sound, as in the scoreboard crate.
+#![warn(clippy::undocumented_unsafe_blocks)]
+
 pub mod cli;
 pub mod config;
 pub mod duration;

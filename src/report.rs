@@ -3,9 +3,6 @@
 //! `PREFORK_STATUS_FD`. It runs in a loop, so it does the least it can: no
 //! directory, no lock, one `fstat` and one `pwrite`.
 
-// Every `unsafe` block here says why it is sound, as in the scoreboard crate.
-#![warn(clippy::undocumented_unsafe_blocks)]
-
 use std::io::Read;
 use std::os::fd::BorrowedFd;
 

@@ -23,11 +23,12 @@
 use std::ffi::{CString, OsStr, OsString};
 use std::fmt;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::unistd::Pid;
 
 use super::spec::WorkerSpec;
@@ -129,13 +130,10 @@ impl ExecWatch {
             if let Some(result) = self.try_result() {
                 return result;
             }
-            let mut pfd = libc::pollfd {
-                fd: self.fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one valid pollfd; EINTR just loops.
-            unsafe { libc::poll(&mut pfd, 1, -1) };
+            let fd = self.fd.as_fd();
+            let mut pfd = [PollFd::new(fd, PollFlags::POLLIN)];
+            // EINTR just loops.
+            let _ = nix::poll::poll(&mut pfd, PollTimeout::NONE);
         }
     }
 
@@ -230,6 +228,9 @@ impl Launcher {
         // which makes async-signal-safe calls on data prepared above and
         // never returns.
         match unsafe { nix::unistd::fork() } {
+            // SAFETY: in the child of that fork; every pointer in `child`
+            // points into `prepared`, `argv`, `envp` and `slot_var`, alive
+            // in the child's copy of the address space.
             Ok(nix::unistd::ForkResult::Child) => unsafe { child.run() },
             Ok(nix::unistd::ForkResult::Parent { child: pid }) => {
                 // Also from here: the master may signal the group before the
@@ -353,22 +354,15 @@ impl Child {
     /// # Safety
     /// Only in the child of `fork`, with every pointer valid.
     unsafe fn run(&self) -> ! {
-        if libc::setpgid(0, 0) < 0 {
-            self.fail(Stage::Setup, errno());
+        if let Err(e) = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0)) {
+            self.fail(Stage::Setup, e as i32);
         }
         // A master killed with SIGKILL takes its workers with it. If it died
         // before this call, the signal will never come: give up now.
-        if libc::prctl(
-            libc::PR_SET_PDEATHSIG,
-            libc::SIGKILL as libc::c_ulong,
-            0,
-            0,
-            0,
-        ) < 0
-        {
-            self.fail(Stage::Setup, errno());
+        if let Err(e) = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL) {
+            self.fail(Stage::Setup, e as i32);
         }
-        if libc::getppid() != self.master_pid {
+        if nix::unistd::getppid().as_raw() != self.master_pid {
             self.fail(Stage::Setup, libc::ESRCH);
         }
         // An empty mask (the master's parent may have blocked some), and

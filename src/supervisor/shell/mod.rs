@@ -140,9 +140,11 @@ impl Shell {
         };
         let log_fd = sinks::log_sink(|s| s.wants_write().then(|| s.fd())).flatten();
         let out_fd = self.stdout.wants_write().then(|| self.stdout.fd());
-        // SAFETY (all borrows below): each descriptor is owned by `self`
-        // or by the log sink, and outlives this call.
-        let borrow = |fd: RawFd| unsafe { BorrowedFd::borrow_raw(fd) };
+        let borrow = |fd: RawFd| {
+            // SAFETY: each descriptor polled is owned by `self` or by the log
+            // sink, and stays open for the whole call.
+            unsafe { BorrowedFd::borrow_raw(fd) }
+        };
         let mut fds: Vec<PollFd> = vec![PollFd::new(borrow(self.signals.fd()), PollFlags::POLLIN)];
         fds.extend(
             self.starting

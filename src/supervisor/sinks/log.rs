@@ -4,8 +4,11 @@
 //! thread), so its lock is never contended.
 
 use std::io::{self, IsTerminal, Write};
+use std::os::fd::BorrowedFd;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use nix::poll::{PollFd, PollFlags, PollTimeout};
 
 use super::{Sink, LOG_CAPACITY};
 
@@ -63,13 +66,11 @@ pub fn flush_log_at_exit(patience: Duration) {
         if left.is_zero() {
             return;
         }
-        let mut pfd = libc::pollfd {
-            fd,
-            events: libc::POLLOUT,
-            revents: 0,
-        };
-        let ms = left.as_millis().clamp(1, 1000) as i32;
-        // SAFETY: one valid pollfd.
-        unsafe { libc::poll(&mut pfd, 1, ms) };
+        // SAFETY: the sink's descriptor is open while the sink lives, and
+        // the sink lives as long as the process.
+        let fd = unsafe { BorrowedFd::borrow_raw(fd) };
+        let ms = PollTimeout::try_from(left.as_millis().clamp(1, 1000) as i32)
+            .unwrap_or(PollTimeout::MAX);
+        let _ = nix::poll::poll(&mut [PollFd::new(fd, PollFlags::POLLOUT)], ms);
     }
 }
