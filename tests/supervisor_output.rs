@@ -252,6 +252,16 @@ fn an_unread_stderr_drops_whole_lines_says_so_and_stops_nothing() {
             "a line cut short: {line:?}"
         );
     }
+    // The board counts what was lost.
+    signal(master.pid(), Signal::SIGUSR1);
+    wait_for("a board counting the dropped lines", || {
+        std::fs::read_to_string(sandbox.path().join("stdout")).is_ok_and(|out| {
+            out.split("output_dropped=")
+                .nth(1)
+                .and_then(|rest| rest.split(' ').next()?.parse::<u64>().ok())
+                .is_some_and(|n| n > 0)
+        })
+    });
     signal(master.pid(), Signal::SIGTERM);
     let status = master.wait_exit(Duration::from_secs(10));
     assert!(status.success(), "{status}");

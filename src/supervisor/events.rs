@@ -318,6 +318,9 @@ pub struct Counters {
     pub reloads: u64,
     pub reloads_failed: u64,
     pub rollouts_aborted: u64,
+    /// Lines of the master's own output dropped because nobody read them
+    /// (kept by the sinks; the shell fills it into a snapshot).
+    pub output_dropped: u64,
 }
 
 impl Counters {

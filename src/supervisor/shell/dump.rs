@@ -8,7 +8,8 @@ use std::time::{Instant, SystemTime};
 use super::Shell;
 use crate::render;
 use crate::scoreboard::WatchedFile;
-use crate::supervisor::core::PhaseName;
+use crate::supervisor::core::{PhaseName, Snapshot};
+use crate::supervisor::sinks;
 
 /// How much of a status the master shows, in its dump and in its log: a
 /// line of a table. Reading, escaping and printing the whole of a
@@ -33,10 +34,18 @@ pub(super) fn shown_status(file: &WatchedFile) -> Option<Vec<u8>> {
 }
 
 impl Shell {
+    /// The pool's snapshot, with what the shell alone knows.
+    pub(super) fn snapshot(&self) -> Snapshot {
+        let mut snapshot = self.pool.snapshot();
+        let log_dropped = sinks::log_sink(|s| s.dropped()).unwrap_or(0);
+        snapshot.counters.output_dropped = log_dropped + self.stdout.dropped();
+        snapshot
+    }
+
     pub(super) fn dump(&mut self) {
         let now = Instant::now();
         let wall = SystemTime::now();
-        let snapshot = self.pool.snapshot();
+        let snapshot = self.snapshot();
         let rows: Vec<render::Row> = snapshot
             .slots
             .iter()
@@ -62,12 +71,14 @@ impl Shell {
             PhaseName::Stopping => "stopping",
         };
         let header = format!(
-            "prefork master pid={} workers={}/{} phase={phase} uptime={:.0}s restarts={} scoreboard={}",
+            "prefork master pid={} workers={}/{} phase={phase} uptime={:.0}s restarts={} \
+             output_dropped={} scoreboard={}",
             std::process::id(),
             snapshot.live(),
             snapshot.slots.len(),
             now.duration_since(snapshot.began).as_secs_f64(),
             snapshot.slots.iter().map(|s| s.restarts).sum::<u64>(),
+            snapshot.counters.output_dropped,
             self.board.base_dir().display()
         );
         let table = render::table(&header, &rows, render::Columns::Supervisor);
