@@ -45,8 +45,6 @@ pub struct Slot {
     pub failures: u32,
     /// Not to be started before this (crash-loop backoff).
     pub not_before: Instant,
-    /// When the slot's last worker ended (or the slot was made).
-    pub since: Instant,
 }
 
 impl Slot {
@@ -59,7 +57,6 @@ impl Slot {
             last_end: None,
             failures: 0,
             not_before: now,
-            since: now,
         }
     }
 
@@ -97,7 +94,6 @@ impl Slot {
             0
         };
         self.last_end = Some(how);
-        self.since = now;
         let delay = backoff.delay(self.failures);
         self.not_before = now + delay;
         delay
