@@ -445,6 +445,47 @@ impl Running {
         pids
     }
 
+    /// Like [`Running::workers`], but as they all were at one moment, for
+    /// counting them while they change.
+    ///
+    /// One scan of `/proc` is no snapshot: it lists the pids, then reads
+    /// each one's `stat`, one after the other. A worker started after the
+    /// listing is not in it, and the worker it replaced may have died by the
+    /// time its `stat` is read: the scan counts one short, or two (the
+    /// rollout test saw 1 of 3). So the scan is repeated until two in a row
+    /// agree on every child of the master. Each child's state (not a group
+    /// leader yet, a live worker, a zombie, gone) only moves forward, so one
+    /// that was seen the same in both held so between its two looks, and all
+    /// of them held so at once, at any moment between the two scans. (Only a
+    /// child both started and gone between its two looks would be missed.)
+    pub fn workers_at_one_moment(&self) -> Vec<i32> {
+        let scan = || {
+            let mut children: Vec<(i32, bool, bool)> = children_of(self.pid)
+                .into_iter()
+                .map(|p| (p.pid, p.pgid == p.pid, p.state == 'Z'))
+                .collect();
+            children.sort();
+            children
+        };
+        let mut last = scan();
+        let mut agreed = None;
+        self.wait_until("two scans of /proc that agree", || {
+            let now = scan();
+            if now == last {
+                agreed = Some(now);
+                return true;
+            }
+            last = now;
+            false
+        });
+        agreed
+            .expect("two scans agreed")
+            .into_iter()
+            .filter(|&(_, leader, zombie)| leader && !zombie)
+            .map(|(pid, _, _)| pid)
+            .collect()
+    }
+
     /// Asserts that each of `workers` was ended by SIGKILL and left no
     /// process of its group behind.
     pub fn assert_killed(&self, workers: &[i32]) {
