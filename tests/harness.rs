@@ -13,7 +13,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, killpg, Signal};
@@ -37,6 +37,36 @@ pub fn eventually(mut done: impl FnMut() -> bool) -> bool {
         }
         std::thread::sleep(POLL);
     }
+}
+
+/// The Python interpreter that `python3` on `PATH` runs, by its own path
+/// (`sys.executable`), for the workers and helpers the tests start.
+///
+/// Not `python3` itself: on a machine where that is a launcher (a pyenv
+/// shim is a bash script that runs several programs before the interpreter)
+/// every start costs a quarter of a second on an idle machine and seconds on
+/// a loaded one, and the stuck timeout counts from the fork: workers were
+/// judged stuck before their first line ran. The same interpreter, started
+/// directly, takes a few milliseconds.
+pub fn python3() -> &'static str {
+    static PYTHON: OnceLock<String> = OnceLock::new();
+    PYTHON.get_or_init(|| {
+        let mut cmd = Command::new("python3");
+        cmd.args(["-S", "-c", "import sys; print(sys.executable)"])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null());
+        // Its stdout is a pipe: no other test may fork while it is open.
+        let out = {
+            let _forking = crate::util::fork_lock();
+            cmd.output()
+        };
+        let path = out
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .filter(|p| Path::new(p).is_absolute() && Path::new(p).exists());
+        path.unwrap_or_else(|| "python3".into())
+    })
 }
 
 /// A test's own directory: worker scripts, the files they write, the board.
@@ -112,7 +142,7 @@ while True:
     time.sleep(1)
 "#;
         std::fs::write(&script, body).expect("write a worker script");
-        let mut command = vec!["python3".to_string(), script];
+        let mut command = vec![python3().to_string(), script];
         command.extend(silent.iter().map(|s| s.to_string()));
         command
     }

@@ -195,7 +195,7 @@ impl Chaos<'_> {
         let id = self.fake_pid();
         let ready = self.sandbox.path().join(format!("foreign_ready_{id}"));
         let secs = self.rng.between(300, 2500) as f64 / 1000.0;
-        let mut cmd = Command::new("python3");
+        let mut cmd = Command::new(crate::harness::python3());
         cmd.args(["-S", "-c", FOREIGN])
             .arg(self.sandbox.board())
             .arg(&ready)
