@@ -13,7 +13,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, killpg, Signal};
@@ -37,6 +37,36 @@ pub fn eventually(mut done: impl FnMut() -> bool) -> bool {
         }
         std::thread::sleep(POLL);
     }
+}
+
+/// The Python interpreter that `python3` on `PATH` runs, by its own path
+/// (`sys.executable`), for the workers and helpers the tests start.
+///
+/// Not `python3` itself: on a machine where that is a launcher (a pyenv
+/// shim is a bash script that runs several programs before the interpreter)
+/// every start costs a quarter of a second on an idle machine and seconds on
+/// a loaded one, and the stuck timeout counts from the fork: workers were
+/// judged stuck before their first line ran. The same interpreter, started
+/// directly, takes a few milliseconds.
+pub fn python3() -> &'static str {
+    static PYTHON: OnceLock<String> = OnceLock::new();
+    PYTHON.get_or_init(|| {
+        let mut cmd = Command::new("python3");
+        cmd.args(["-S", "-c", "import sys; print(sys.executable)"])
+            .stdin(Stdio::null())
+            .stderr(Stdio::null());
+        // Its stdout is a pipe: no other test may fork while it is open.
+        let out = {
+            let _forking = crate::util::fork_lock();
+            cmd.output()
+        };
+        let path = out
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .filter(|p| Path::new(p).is_absolute() && Path::new(p).exists());
+        path.unwrap_or_else(|| "python3".into())
+    })
 }
 
 /// A test's own directory: worker scripts, the files they write, the board.
@@ -112,7 +142,7 @@ while True:
     time.sleep(1)
 "#;
         std::fs::write(&script, body).expect("write a worker script");
-        let mut command = vec!["python3".to_string(), script];
+        let mut command = vec![python3().to_string(), script];
         command.extend(silent.iter().map(|s| s.to_string()));
         command
     }
@@ -443,6 +473,47 @@ impl Running {
             .collect();
         pids.sort();
         pids
+    }
+
+    /// Like [`Running::workers`], but as they all were at one moment, for
+    /// counting them while they change.
+    ///
+    /// One scan of `/proc` is no snapshot: it lists the pids, then reads
+    /// each one's `stat`, one after the other. A worker started after the
+    /// listing is not in it, and the worker it replaced may have died by the
+    /// time its `stat` is read: the scan counts one short, or two (the
+    /// rollout test saw 1 of 3). So the scan is repeated until two in a row
+    /// agree on every child of the master. Each child's state (not a group
+    /// leader yet, a live worker, a zombie, gone) only moves forward, so one
+    /// that was seen the same in both held so between its two looks, and all
+    /// of them held so at once, at any moment between the two scans. (Only a
+    /// child both started and gone between its two looks would be missed.)
+    pub fn workers_at_one_moment(&self) -> Vec<i32> {
+        let scan = || {
+            let mut children: Vec<(i32, bool, bool)> = children_of(self.pid)
+                .into_iter()
+                .map(|p| (p.pid, p.pgid == p.pid, p.state == 'Z'))
+                .collect();
+            children.sort();
+            children
+        };
+        let mut last = scan();
+        let mut agreed = None;
+        self.wait_until("two scans of /proc that agree", || {
+            let now = scan();
+            if now == last {
+                agreed = Some(now);
+                return true;
+            }
+            last = now;
+            false
+        });
+        agreed
+            .expect("two scans agreed")
+            .into_iter()
+            .filter(|&(_, leader, zombie)| leader && !zombie)
+            .map(|(pid, _, _)| pid)
+            .collect()
     }
 
     /// Asserts that each of `workers` was ended by SIGKILL and left no

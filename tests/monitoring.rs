@@ -282,7 +282,11 @@ fn a_shell_worker_reports_with_prefork_report() {
 #[test]
 fn a_python_worker_writes_the_record_itself() {
     let script = format!("{}/examples/worker.py", env!("CARGO_MANIFEST_DIR"));
-    runs_on_the_board(&["python3".into(), script], &[], &["python "]);
+    runs_on_the_board(
+        &[crate::harness::python3().into(), script],
+        &[],
+        &["python "],
+    );
 }
 
 #[test]

@@ -102,7 +102,7 @@ while True:
         "--kill-timeout",
         "300ms",
         "--",
-        "python3",
+        crate::harness::python3(),
         &script,
     ];
     let master = Running::start(&mut sandbox.prefork(&options));

@@ -10,35 +10,52 @@ use nix::sys::signal::Signal;
 
 use crate::harness::{self, Running, Sandbox};
 
-/// A Python worker that writes `beat <n> slot=<slot>` every `period`
-/// seconds, `beats` times (forever when negative), then only idles. It notes
-/// its pid in `ready` after its first beat.
-fn beating_worker(sandbox: &Sandbox, period: f64, beats: i64) -> Vec<String> {
-    let script = sandbox.join("beat.py");
-    let body = r#"import hashlib, os, struct, sys, time
-fd = int(os.environ["PREFORK_STATUS_FD"])
-slot = os.environ["PREFORK_WORKER_SLOT"]
-period, beats = float(sys.argv[1]), int(sys.argv[2])
-def report(text):
-    data = text.encode()
-    os.pwrite(fd, hashlib.md5(data).digest() + struct.pack(">I", len(data)) + data, 0)
-n = 0
-report(f"beat {n} slot={slot}")
-with open(os.path.join(os.environ["DIR"], "ready"), "a") as ready:
-    ready.write(f"{os.getpid()}\n")
-while True:
-    time.sleep(period)
-    if beats < 0 or n < beats:
-        n += 1
-        report(f"beat {n} slot={slot}" if beats >= 0 else f"beat slot={slot}")
-"#;
-    std::fs::write(&script, body).expect("write the worker");
-    vec![
-        "python3".into(),
-        script,
-        period.to_string(),
-        beats.to_string(),
-    ]
+/// A worker that writes `beat <n> slot=<slot>` every `period` seconds,
+/// `beats` times (forever when negative: `beat slot=<slot>`), then only
+/// idles. It notes its pid in `ready` after its first beat.
+///
+/// A shell script, not Python: the stuck timeout counts from the fork, and
+/// on a loaded machine Python took longer than the timeout to boot, so the
+/// master rightly judged it stuck before it had written a thing. `sh` writes
+/// its first beat within milliseconds of the exec. The records (MD5,
+/// big-endian length, status) are encoded here, one file per beat and slot
+/// for `slots` slots, and the script copies one over the start of its status
+/// file: through a descriptor of its own (offset 0, as a `pwrite(.., 0)`),
+/// so that the shared descriptor keeps its lock and nothing is appended.
+fn beating_worker(sandbox: &Sandbox, slots: usize, period: f64, beats: i64) -> Vec<String> {
+    let records = sandbox.path().join("records");
+    std::fs::create_dir_all(&records).expect("create the records directory");
+    for slot in 0..slots {
+        let mut statuses = vec![(format!("beat_0_{slot}"), format!("beat 0 slot={slot}"))];
+        if beats < 0 {
+            statuses.push((format!("beat_{slot}"), format!("beat slot={slot}")));
+        }
+        for n in 1..=beats.max(0) {
+            statuses.push((format!("beat_{n}_{slot}"), format!("beat {n} slot={slot}")));
+        }
+        for (name, status) in statuses {
+            let record = prefork::scoreboard::record::encode(status.as_bytes());
+            std::fs::write(records.join(name), record).expect("write a record");
+        }
+    }
+    let script = sandbox.script(
+        "beat.sh",
+        r#"slot=$PREFORK_WORKER_SLOT period=$1 beats=$2
+put() { cat "$DIR/records/$1" 1<>"/proc/self/fd/$PREFORK_STATUS_FD"; }
+n=0
+put "beat_0_$slot"
+echo $$ >> "$DIR/ready"
+while :; do
+    sleep "$period"
+    if [ "$beats" -lt 0 ]; then
+        put "beat_$slot"
+    elif [ "$n" -lt "$beats" ]; then
+        n=$((n + 1))
+        put "beat_${n}_$slot"
+    fi
+done"#,
+    );
+    vec!["sh".into(), script, period.to_string(), beats.to_string()]
 }
 
 fn start(sandbox: &Sandbox, options: &[&str], command: &[String]) -> Running {
@@ -81,7 +98,7 @@ fn stop_cleanly(mut master: Running, sandbox: &Sandbox) {
 #[test]
 fn a_stopped_worker_is_replaced_within_timeout_and_interval() {
     let sandbox = Sandbox::new();
-    let worker = beating_worker(&sandbox, 0.1, -1);
+    let worker = beating_worker(&sandbox, 2, 0.1, -1);
     let options = [
         "-w",
         "2",
@@ -97,11 +114,13 @@ fn a_stopped_worker_is_replaced_within_timeout_and_interval() {
     let victim = workers[0];
     let slot = master.slot_of(victim);
 
+    // Only a spawn after the stop replaces the victim: one before it (a
+    // worker replaced while it started) would end the wait at once.
+    let spawns_before = master.spawned().len();
     let stopped = Instant::now();
     harness::signal(victim, Signal::SIGSTOP);
     master.wait_until("the stopped worker's replacement", || {
-        master
-            .spawned()
+        master.spawned()[spawns_before..]
             .iter()
             .any(|&(pid, s)| s == slot && !workers.contains(&pid))
     });
@@ -119,8 +138,12 @@ fn a_stopped_worker_is_replaced_within_timeout_and_interval() {
         .find(|l| l.contains(&format!("worker pid={victim} slot={slot} is stuck")))
         .unwrap_or_else(|| panic!("{}", master.report("no stuck line")));
     assert!(line.contains("its last status: \"beat "), "{line}");
-    // SIGTERM (with SIGCONT, so that it can act on it) ends the stopped worker.
-    master.wait_until("the stuck worker's end", || !harness::alive(victim));
+    // SIGTERM (with SIGCONT, so that it can act on it) ends the stopped
+    // worker. Dead is not enough: its group, the `sleep` it left included,
+    // must be reaped, or it would be the zombie found below.
+    master.wait_until("the stuck worker's group reaped", || {
+        !harness::group_exists(victim)
+    });
     assert_eq!(master.workers().len(), 2);
     assert!(master.zombies().is_empty());
     stop_cleanly(master, &sandbox);
@@ -129,7 +152,7 @@ fn a_stopped_worker_is_replaced_within_timeout_and_interval() {
 #[test]
 fn a_worker_that_stops_updating_is_replaced_and_the_dump_says_why() {
     let sandbox = Sandbox::new();
-    let worker = beating_worker(&sandbox, 0.1, 3);
+    let worker = beating_worker(&sandbox, 1, 0.1, 3);
     let options = [
         "-w",
         "1",
@@ -162,7 +185,7 @@ fn a_worker_that_stops_updating_is_replaced_and_the_dump_says_why() {
 #[test]
 fn a_worker_writing_the_same_status_every_100ms_is_never_stuck() {
     let sandbox = Sandbox::new();
-    let worker = beating_worker(&sandbox, 0.1, -1);
+    let worker = beating_worker(&sandbox, 2, 0.1, -1);
     let options = ["-w", "2", "-t", "1s", "--check-interval", "100ms"];
     let master = start(&sandbox, &options, &worker);
     let workers = master.wait_ready(&sandbox, 2);
@@ -247,11 +270,15 @@ while :; do sleep 1 & wait $!; done"#,
 #[test]
 fn a_worker_whose_file_a_reader_removed_is_still_judged_stuck() {
     let sandbox = Sandbox::new();
+    // It keeps its file fresh by name (`-c`: never creating it again) until
+    // the reader removes it, so that its silence starts only then: however
+    // slow the machine, the judgement comes after the removal, not before it.
     let closer = sandbox.script(
         "closer.sh",
         r#"exec 3>&-
+file="$PREFORK_SCOREBOARD_DIR/status_$$"
 echo $$ >> "$DIR/ready"
-while :; do sleep 1 & wait $!; done"#,
+while :; do touch -c "$file"; sleep 0.1; done"#,
     );
     let options = [
         "-w",

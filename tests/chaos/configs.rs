@@ -79,7 +79,12 @@ pub(super) fn config_text(
     let command = if v.arg == UNRUNNABLE {
         format!("[\"{}\"]", sandbox.join("no-such-program"))
     } else {
-        format!("[\"python3\", \"-S\", \"{}\", \"{}\"]", worker, v.arg)
+        format!(
+            "[\"{}\", \"-S\", \"{}\", \"{}\"]",
+            crate::harness::python3(),
+            worker,
+            v.arg
+        )
     };
     let mut keys: Vec<(String, String)> = vec![
         ("command".into(), command),

@@ -171,18 +171,29 @@ impl Chaos<'_> {
                 }
             }
         }
-        // Take some back, so the directory does not only grow.
+        // Take some back, so the directory does not only grow. Never an
+        // ambush: its name is a future worker's, and once a worker has taken
+        // it, removing the name removes that worker's live file (found under
+        // fire: "pid=... has no status file", and no convergence). Nor
+        // anything that is no longer what was planted.
         if self.rng.chance(0.3) {
             let mut shared = self.shared.lock().unwrap();
             let candidates: Vec<usize> = (0..shared.planted.len())
-                .filter(|&i| !shared.planted[i].done && shared.planted[i].fate != Fate::Removed)
+                .filter(|&i| {
+                    let p = &shared.planted[i];
+                    !p.done && p.fate != Fate::Removed && p.kind != "symlink-ambush"
+                })
                 .collect();
             let k = self.rng.between(1, 3) as usize;
             for i in self.rng.sample(&candidates, k) {
                 let p = &mut shared.planted[i];
                 p.done = true;
                 let path = board.join(&p.name);
-                if lstat(&board, &p.name).is_some_and(|m| m.is_dir()) {
+                let entry = lstat(&board, &p.name);
+                if entry.as_ref().is_none_or(|m| m.ino() != p.ino) {
+                    continue;
+                }
+                if entry.is_some_and(|m| m.is_dir()) {
                     let _ = std::fs::remove_dir_all(&path);
                 } else {
                     let _ = std::fs::remove_file(&path);
@@ -195,7 +206,7 @@ impl Chaos<'_> {
         let id = self.fake_pid();
         let ready = self.sandbox.path().join(format!("foreign_ready_{id}"));
         let secs = self.rng.between(300, 2500) as f64 / 1000.0;
-        let mut cmd = Command::new("python3");
+        let mut cmd = Command::new(crate::harness::python3());
         cmd.args(["-S", "-c", FOREIGN])
             .arg(self.sandbox.board())
             .arg(&ready)

@@ -28,7 +28,9 @@
 //!   holding its locked status file, written within the stuck timeout, and
 //!   running the configuration last loaded; the time it takes is reported
 //!   (p50, p99), and the master's own dump must agree;
-//! - no zombie child of the master is seen twice 100 ms apart;
+//! - no zombie child of the master is seen twice 100 ms apart, counting the
+//!   time the master ran or slept, not the time it waited for a CPU on a
+//!   loaded machine (its `schedstat`'s run-queue wait);
 //! - nothing outlives its worker's process group (beyond the graceful
 //!   timeout the master gives what a worker leaves behind);
 //! - no `status_<pid>` file of a dead process stays longer than one check
@@ -84,7 +86,8 @@ const DEFAULT_SECS: u64 = 50;
 
 /// How often the sampler looks at `/proc` and the board.
 const SAMPLE_EVERY: Duration = Duration::from_millis(20);
-/// A zombie child of the master may not be seen twice this far apart.
+/// A zombie child of the master may not be seen twice this far apart, in
+/// the master's time: less what it waited for a CPU meanwhile.
 const ZOMBIE_LIMIT: Duration = Duration::from_millis(100);
 /// On top of one check interval, for a loaded machine: how long a dead
 /// process's status file may stay.

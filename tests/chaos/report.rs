@@ -106,6 +106,7 @@ pub(super) fn summary(
             "workers_seen": s.workers_seen,
             "zombies_seen": s.zombies_seen,
             "longest_zombie_ms": ms(s.longest_zombie),
+            "longest_zombie_charged_ms": ms(s.longest_zombie_charged),
             "groups_drained": s.groups_drained,
             "longest_group_drain_ms": ms(s.longest_group_drain),
             "dead_files_seen": s.dead_files_seen,
@@ -195,7 +196,7 @@ fn human_summary(s: &serde_json::Value) -> String {
          \x20 convergence: all {}; disturbed {}; start {} ms, final {} ms\n\
          \x20 master: RSS {} -> {} KiB (max {}), descriptors {} -> {} (max {}); {} spawns, \
          {} SIGHUPs answered, {} dumps ({} storms), {} status calls (longest {} ms)\n\
-         \x20 sampler: {} samples; zombies {} (longest {} ms), groups drained {} (longest {} ms), \
+         \x20 sampler: {} samples; zombies {} (longest {} ms, {} ms charged to the master), groups drained {} (longest {} ms), \
          dead files {} (longest {} ms), planted removed {} (longest {} ms)\n\
          \x20 violations: {}{}",
         s["seed"],
@@ -222,6 +223,7 @@ fn human_summary(s: &serde_json::Value) -> String {
         z["samples"],
         z["zombies_seen"],
         z["longest_zombie_ms"],
+        z["longest_zombie_charged_ms"],
         z["groups_drained"],
         z["longest_group_drain_ms"],
         z["dead_files_seen"],

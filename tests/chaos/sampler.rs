@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use super::{Findings, CHECK_INTERVAL, GRACEFUL_TIMEOUT, GROUP_MARGIN, LOAD_MARGIN};
 use super::{SAMPLE_EVERY, ZOMBIE_LIMIT};
-use crate::harness::{all_procs, Proc};
+use crate::harness::{all_procs, proc_stat, Proc};
 
 /// What a planted entry of the board must become.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +60,8 @@ pub(super) struct SamplerStats {
     pub(super) longest_gap: Duration,
     pub(super) zombies_seen: u64,
     pub(super) longest_zombie: Duration,
+    /// The longest time charged to the master (see [`Sampler::zombies`]).
+    pub(super) longest_zombie_charged: Duration,
     pub(super) workers_seen: u64,
     pub(super) groups_drained: u64,
     pub(super) longest_group_drain: Duration,
@@ -99,7 +101,8 @@ pub(super) struct Sampler {
     board: PathBuf,
     shared: Arc<Mutex<Shared>>,
     findings: Findings,
-    zombies: HashMap<i32, Instant>,
+    /// When each zombie was first seen, and the master's run-queue wait then.
+    zombies: HashMap<i32, (Instant, Option<Duration>)>,
     reported_zombies: HashSet<i32>,
     workers: HashSet<i32>,
     dead_groups: HashMap<i32, Instant>,
@@ -170,6 +173,15 @@ impl Sampler {
         self.foreign(&listing, &procs, &mut shared);
     }
 
+    /// A zombie is charged to the master from the end of the scan that
+    /// first saw it (it was a zombie then already) to a fresh look at it
+    /// alone: the next scan's view of it may be as old as that scan is long,
+    /// and a loaded machine can stall the sampler in the middle of a scan.
+    /// What the master spent on a run queue meanwhile, waiting for a CPU, is
+    /// taken off: the scheduler, not the master, decides that. What is
+    /// charged is the time it ran, or slept by its own choice (in `poll`, or
+    /// blocked in a `spawn`): that is what the limit bounds. On an idle
+    /// machine all of these are the same.
     fn zombies(&mut self, procs: &HashMap<i32, Proc>, now: Instant, stats: &mut SamplerStats) {
         let zombies: HashSet<i32> = procs
             .values()
@@ -177,17 +189,48 @@ impl Sampler {
             .map(|p| p.pid)
             .collect();
         self.zombies.retain(|pid, _| zombies.contains(pid));
+        if zombies.is_empty() {
+            return;
+        }
+        let waited_total = run_queue_wait(self.master);
         for pid in zombies {
-            let first = *self.zombies.entry(pid).or_insert_with(|| {
+            let (first, waited_before) = *self.zombies.entry(pid).or_insert_with(|| {
                 stats.zombies_seen += 1;
-                now
+                (now, waited_total)
             });
-            let age = now.duration_since(first);
-            stats.longest_zombie = stats.longest_zombie.max(age);
-            if age > ZOMBIE_LIMIT && self.reported_zombies.insert(pid) {
+            let seen = now.duration_since(first);
+            stats.longest_zombie = stats.longest_zombie.max(seen);
+            // Unknown (the master is gone): nothing is taken off.
+            let waited_since = |total: Option<Duration>| {
+                total
+                    .zip(waited_before)
+                    .map_or(Duration::ZERO, |(now, then)| now.saturating_sub(then))
+            };
+            let mut charged = seen.saturating_sub(waited_since(waited_total));
+            let mut age = seen;
+            let mut waited = waited_since(waited_total);
+            if charged > ZOMBIE_LIMIT && !self.reported_zombies.contains(&pid) {
+                // A fresh look: the time first, then what is seen.
+                let looked = Instant::now();
+                let waited_now = run_queue_wait(self.master);
+                let still = proc_stat(pid).is_some_and(|p| p.ppid == self.master && p.state == 'Z');
+                if !still {
+                    continue; // reaped: the scan's view of it was old
+                }
+                age = looked.duration_since(first);
+                waited = waited_since(waited_now);
+                charged = age.saturating_sub(waited);
+            }
+            stats.longest_zombie_charged = stats.longest_zombie_charged.max(charged);
+            if charged > ZOMBIE_LIMIT && self.reported_zombies.insert(pid) {
                 self.findings.violation(format!(
-                    "zombie pid={pid}, a child of the master, seen twice {} ms apart",
-                    age.as_millis()
+                    "zombie pid={pid}, a child of the master, seen twice {} ms apart, \
+                     {} ms of it while the master ran or slept (it waited {} ms for a CPU); \
+                     the master now: {}",
+                    age.as_millis(),
+                    charged.as_millis(),
+                    waited.as_millis(),
+                    doing(self.master)
                 ));
             }
         }
@@ -232,11 +275,23 @@ impl Sampler {
                     false
                 }
                 Some(left) => {
-                    if age > GRACEFUL_TIMEOUT + GROUP_MARGIN && self.reported_groups.insert(*pgid) {
-                        self.findings.violation(format!(
-                            "process(es) {left:?} outlived worker pid={pgid}'s process group by {} ms",
-                            age.as_millis()
-                        ));
+                    let limit = GRACEFUL_TIMEOUT + GROUP_MARGIN;
+                    if age > limit && !self.reported_groups.contains(pgid) {
+                        // A fresh look, as for zombies: the scan's may be old.
+                        let looked = Instant::now();
+                        let left: Vec<i32> = left
+                            .iter()
+                            .copied()
+                            .filter(|&pid| proc_stat(pid).is_some_and(|p| p.pgid == *pgid))
+                            .collect();
+                        let age = looked.duration_since(*died);
+                        if !left.is_empty() && age > limit {
+                            self.reported_groups.insert(*pgid);
+                            self.findings.violation(format!(
+                                "process(es) {left:?} outlived worker pid={pgid}'s process group by {} ms",
+                                age.as_millis()
+                            ));
+                        }
                     }
                     true
                 }
@@ -269,14 +324,24 @@ impl Sampler {
             if first.1 != ino {
                 *first = (now, ino);
             }
-            let age = now.duration_since(first.0);
-            if age > CHECK_INTERVAL + LOAD_MARGIN && self.reported_files.insert((name.clone(), ino))
+            let limit = CHECK_INTERVAL + LOAD_MARGIN;
+            let first = first.0;
+            if now.duration_since(first) > limit
+                && !self.reported_files.contains(&(name.clone(), ino))
             {
-                self.findings.violation(format!(
-                    "{} of a dead process still on the board {} ms after it was first seen dead",
-                    name.to_string_lossy(),
-                    age.as_millis()
-                ));
+                // A fresh look, as for zombies: the listing may be old.
+                let looked = Instant::now();
+                let still = lstat(&self.board, name).is_some_and(|m| m.ino() == ino)
+                    && proc_stat(pid).is_none_or(|p| matches!(p.state, 'Z' | 'X'));
+                let age = looked.duration_since(first);
+                if still && age > limit {
+                    self.reported_files.insert((name.clone(), ino));
+                    self.findings.violation(format!(
+                        "{} of a dead process still on the board {} ms after it was first seen dead",
+                        name.to_string_lossy(),
+                        age.as_millis()
+                    ));
+                }
             }
         }
         self.dead_files.retain(|name, (first, _)| {
@@ -353,6 +418,41 @@ impl Sampler {
         }
         shared.foreign.retain(|f| !is_dead(procs, f.pid));
     }
+}
+
+/// How long `pid` has waited on a run queue for a CPU, all told: the second
+/// field of `/proc/<pid>/schedstat` (nanoseconds).
+fn run_queue_wait(pid: i32) -> Option<Duration> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).ok()?;
+    let ns = text.split_whitespace().nth(1)?.parse().ok()?;
+    Some(Duration::from_nanos(ns))
+}
+
+/// What the master is doing, for a violation's message: its state, the
+/// system call it is in (`/proc/<pid>/syscall`: its number) and the
+/// innermost kernel functions of `/proc/<pid>/stack`.
+fn doing(pid: i32) -> String {
+    let read = |what: &str| std::fs::read_to_string(format!("/proc/{pid}/{what}")).ok();
+    let state = proc_stat(pid).map_or('?', |p| p.state);
+    let syscall = read("syscall")
+        .and_then(|s| s.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".into());
+    let stack: Vec<String> = read("stack")
+        .unwrap_or_default()
+        .lines()
+        .take(3)
+        .filter_map(|l| {
+            l.split_whitespace()
+                .nth(1)?
+                .split('+')
+                .next()
+                .map(str::to_string)
+        })
+        .collect();
+    format!(
+        "state {state}, syscall {syscall}, in [{}]",
+        stack.join(" < ")
+    )
 }
 
 /// The pid of a `status_<pid>` name (digits only, no `.tmp`).
