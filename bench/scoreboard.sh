@@ -13,7 +13,8 @@
 #
 # Needs: cargo, gcc, perl with Class::Accessor::Lite
 # (apt-get install -y libclass-accessor-lite-perl) and Parallel::Scoreboard
-# (found in ../shared/reference/perl when PERL5LIB does not provide it).
+# (from CPAN: cpanm Parallel::Scoreboard; else found in ../shared/reference/perl
+# when PERL5LIB does not provide it).
 # Environment: SAMPLES (default 15) timed samples per Perl/C figure.
 set -euo pipefail
 
@@ -27,8 +28,10 @@ if ! perl -MParallel::Scoreboard -e1 2>/dev/null; then
     export PERL5LIB="$root/../shared/reference/perl${PERL5LIB:+:$PERL5LIB}"
 fi
 if ! perl -MParallel::Scoreboard -e1; then
-    echo "Parallel::Scoreboard cannot be loaded: set PERL5LIB, and" \
-        "apt-get install -y libclass-accessor-lite-perl" >&2
+    echo "Parallel::Scoreboard cannot be loaded: install it from CPAN" \
+        "(cpanm Parallel::Scoreboard; Debian does not package it), or set PERL5LIB" \
+        "to a directory holding Parallel/Scoreboard.pm; it needs Class::Accessor::Lite" \
+        "(apt-get install -y libclass-accessor-lite-perl)" >&2
     exit 1
 fi
 

@@ -143,6 +143,7 @@ fn status_of_a_missing_directory_fails_naming_it() {
 
 #[test]
 fn status_reads_a_board_written_by_perl_and_removes_only_dead_files() {
+    util::require_parallel_scoreboard();
     let dir = util::tempdir();
     let board = dir.path().join("board");
     let mut guard = util::ChildGuard::new();
@@ -291,6 +292,7 @@ fn a_python_worker_writes_the_record_itself() {
 
 #[test]
 fn a_perl_worker_uses_parallel_scoreboard() {
+    util::require_parallel_scoreboard();
     let script = format!("{}/examples/worker.pl", env!("CARGO_MANIFEST_DIR"));
     let lib = perl_lib();
     runs_on_the_board(&["perl".into(), script], &[("PERL5LIB", lib)], &["perl "]);

@@ -3,22 +3,22 @@
 //! side removing the other's dead workers' files.
 //!
 //! Perl finds the module as its users would: installed, or through PERL5LIB.
-//! Without it these tests fail (not skip), saying how to get it.
+//! Without it these tests fail (not skip), saying how to get it
+//! ([`require_parallel_scoreboard`]).
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{ChildStdin, Stdio};
-use std::sync::OnceLock;
 
 use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 use prefork::scoreboard::Scoreboard;
 
 use crate::util::{
-    block_until_killed, deadline, fork_child, fork_lock, perl, status_path, tempdir, wait_until,
-    ChildGuard,
+    block_until_killed, deadline, fork_child, fork_lock, perl, require_parallel_scoreboard,
+    status_path, tempdir, wait_until, ChildGuard,
 };
 
 /// A Perl worker: updates its status (read from a file: it may be binary,
@@ -39,30 +39,6 @@ use Parallel::Scoreboard;
 my $all = Parallel::Scoreboard->new(base_dir => $ARGV[0])->read_all;
 printf "%s=%s\n", unpack("H*", $_), unpack("H*", $all->{$_}) for sort keys %$all;
 "#;
-
-/// Fails the test unless `perl -MParallel::Scoreboard -e1` works.
-fn require_parallel_scoreboard() {
-    static CHECK: OnceLock<Result<(), String>> = OnceLock::new();
-    if let Err(why) = CHECK.get_or_init(perl_finds_the_module) {
-        panic!(
-            "the interop tests need Perl's Parallel::Scoreboard: `apt-get install perl \
-             libclass-accessor-lite-perl`, then make the module findable, e.g. run the tests with \
-             PERL5LIB=../shared/reference/perl (relative to the package root).\n{why}"
-        );
-    }
-}
-
-fn perl_finds_the_module() -> Result<(), String> {
-    let out = perl()
-        .args(["-MParallel::Scoreboard", "-e1"])
-        .output()
-        .map_err(|e| format!("cannot run perl: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(String::from_utf8_lossy(&out.stderr).into_owned())
-    }
-}
 
 fn unhex(text: &str) -> Vec<u8> {
     (0..text.len())
@@ -176,9 +152,9 @@ fn every_byte() -> Vec<u8> {
 
 #[test]
 fn rust_reads_exactly_what_perl_workers_write() {
+    require_parallel_scoreboard();
     // Spawning, like forking, must not overlap another test's forks.
     let _forking = fork_lock();
-    require_parallel_scoreboard();
     let (board, logs) = (tempdir(), tempdir());
     let mut kids = ChildGuard::new();
     let long: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
@@ -208,8 +184,8 @@ fn rust_reads_exactly_what_perl_workers_write() {
 
 #[test]
 fn perl_reads_exactly_what_rust_workers_write() {
-    let forking = fork_lock();
     require_parallel_scoreboard();
+    let forking = fork_lock();
     let (board, logs) = (tempdir(), tempdir());
     let mut kids = ChildGuard::new();
     let all_bytes = every_byte();
@@ -240,9 +216,9 @@ fn perl_reads_exactly_what_rust_workers_write() {
 
 #[test]
 fn rust_removes_the_file_of_a_sigkilled_perl_worker() {
+    require_parallel_scoreboard();
     // Spawning, like forking, must not overlap another test's forks.
     let _forking = fork_lock();
-    require_parallel_scoreboard();
     let (board, logs) = (tempdir(), tempdir());
     let mut kids = ChildGuard::new();
     let (pid, _stdin) = spawn_perl_worker(board.path(), b"doomed", logs.path(), &mut kids);
@@ -264,8 +240,8 @@ fn rust_removes_the_file_of_a_sigkilled_perl_worker() {
 
 #[test]
 fn perl_removes_the_file_of_a_killed_rust_worker() {
-    let forking = fork_lock();
     require_parallel_scoreboard();
+    let forking = fork_lock();
     let (board, logs) = (tempdir(), tempdir());
     let mut kids = ChildGuard::new();
     let pid = fork_rust_worker(&forking, board.path(), &[b"doomed"], &mut kids);

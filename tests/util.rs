@@ -1,13 +1,14 @@
 //! Helpers shared by the test modules: temporary directories, deadline-bounded
 //! waiting, forking under a global lock, a guard that kills and reaps every
-//! process a test started, and a `perl` command for the interop tests.
+//! process a test started, and a `perl` command for the interop tests (with
+//! the check that it finds Parallel::Scoreboard).
 
 use std::ffi::OsString;
 use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use nix::fcntl::OFlag;
@@ -273,4 +274,36 @@ pub fn perl() -> Command {
         cmd.env("PERL5LIB", joined);
     }
     cmd
+}
+
+/// Fails the test, saying where the module comes from, unless
+/// `perl -MParallel::Scoreboard -e1` works (with [`perl`]'s `PERL5LIB`). It takes
+/// the [`fork_lock`] itself: call it before taking that lock.
+pub fn require_parallel_scoreboard() {
+    static CHECK: OnceLock<Result<(), String>> = OnceLock::new();
+    if let Err(why) = CHECK.get_or_init(perl_finds_the_module) {
+        panic!("{PARALLEL_SCOREBOARD_MISSING}\n`perl -MParallel::Scoreboard -e1` said: {why}");
+    }
+}
+
+/// How to get Parallel::Scoreboard, for a machine without it.
+const PARALLEL_SCOREBOARD_MISSING: &str = "\
+this test runs Perl's Parallel::Scoreboard (0.08, from CPAN; Debian does not package it), \
+which perl cannot load. Either install it: `cpanm Parallel::Scoreboard` (Debian: `apt-get install \
+cpanminus` first), or point PERL5LIB at a directory that holds Parallel/Scoreboard.pm: this \
+repository's CI runs `PERL5LIB=../shared/reference/perl cargo test` (relative entries are taken \
+from the package root). The module needs Class::Accessor::Lite (Debian: `apt-get install perl \
+libclass-accessor-lite-perl`; cpanm installs it with the module).";
+
+fn perl_finds_the_module() -> Result<(), String> {
+    let out = {
+        // Its stdout and stderr are pipes: no other test may fork meanwhile.
+        let _forking = fork_lock();
+        perl().args(["-MParallel::Scoreboard", "-e1"]).output()
+    };
+    match out {
+        Err(e) => Err(format!("cannot run perl: {e}")),
+        Ok(out) if out.status.success() => Ok(()),
+        Ok(out) => Err(String::from_utf8_lossy(&out.stderr).trim().to_string()),
+    }
 }
