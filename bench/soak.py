@@ -2,9 +2,9 @@
 """Soak run of the prefork master (a benchmark, not a test).
 
 Runs `prefork` for SOAK_SECS (default 600) with WORKERS (default 8) workers
-that update their status as fast as they can (examples/hammer.rs), a stuck
-timeout on, and a random worker SIGKILLed every KILL_EVERY seconds (default
-2). Every second it records the master's CPU use, RSS and open descriptors;
+that update their status as fast as they can
+(crates/scoreboard/examples/hammer.rs), a stuck timeout on, and a random
+worker SIGKILLed every KILL_EVERY seconds (default 2). Every second it records the master's CPU use, RSS and open descriptors;
 for every kill, the respawn latency: from the SIGKILL to the replacement's
 status file in the board directory (the child creates it before exec). At
 the end: SIGTERM, exit 0 expected, nothing left on the board.

@@ -69,6 +69,26 @@ pub fn python3() -> &'static str {
     })
 }
 
+/// The path of an example worker of the scoreboard crate
+/// (`crates/scoreboard/examples/`), where cargo puts it: `examples/` beside
+/// the `prefork` binary under test. Plain `cargo test` at the workspace root
+/// builds it (the scoreboard crate is a default member, and `cargo test`
+/// builds examples); a test builds nothing itself.
+pub fn rust_example(name: &str) -> String {
+    let exe = Path::new(env!("CARGO_BIN_EXE_prefork"))
+        .parent()
+        .expect("the binary's directory")
+        .join("examples")
+        .join(name);
+    assert!(
+        exe.exists(),
+        "{} is missing: run plain `cargo test` at the workspace root, which builds the \
+         examples of prefork-scoreboard, or `cargo build -p prefork-scoreboard --examples` first",
+        exe.display()
+    );
+    exe.to_str().expect("UTF-8 path").to_string()
+}
+
 /// A test's own directory: worker scripts, the files they write, the board.
 pub struct Sandbox {
     dir: tempfile::TempDir,

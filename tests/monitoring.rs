@@ -198,26 +198,6 @@ fn report_outside_a_worker_says_it_must_run_under_prefork() {
     assert!(String::from_utf8_lossy(&closed.stderr).contains("descriptor 987"));
 }
 
-/// The path of an example's binary, built if `cargo test` was told to
-/// build only the test crate.
-fn rust_example(name: &str) -> String {
-    let exe = Path::new(PREFORK)
-        .parent()
-        .unwrap()
-        .join("examples")
-        .join(name);
-    if !exe.exists() {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let built = Command::new(cargo)
-            .args(["build", "--example", name])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .expect("run cargo build --example");
-        assert!(built.success(), "cargo build --example {name} failed");
-    }
-    exe.to_str().unwrap().to_string()
-}
-
 /// Runs `command` under prefork with two workers and waits until both show
 /// a status starting with one of `prefixes` on the board, then stops them
 /// cleanly.
@@ -264,7 +244,7 @@ fn runs_on_the_board(command: &[String], env: &[(&str, String)], prefixes: &[&st
 #[test]
 fn a_rust_worker_reports_through_the_library() {
     runs_on_the_board(
-        &[rust_example("worker")],
+        &[crate::harness::rust_example("worker")],
         &[],
         &["idle slot=", "GET /items/"],
     );

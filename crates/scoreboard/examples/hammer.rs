@@ -5,7 +5,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use prefork::scoreboard::Scoreboard;
+use prefork_scoreboard::Scoreboard;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut board = Scoreboard::from_env()?;
