@@ -4,7 +4,11 @@
 # the board, with no status.
 trap 'echo "shell worker $$ (slot $PREFORK_WORKER_SLOT) stopping"; exit 0' TERM
 echo "shell worker $$ started in slot $PREFORK_WORKER_SLOT"
+# prefork stops a worker with SIGTERM to its whole process group, so the
+# sleep dies of it too, and sh would say so on standard error
+# ("Terminated"). So the sleep runs in the background while the shell waits
+# (`wait` returns at once on the signal, and the trap runs), with the
+# shell's own messages sent to /dev/null.
 while :; do
-    sleep 1 &
-    wait $!
+    { sleep 1 & wait $!; } 2>/dev/null
 done

@@ -255,7 +255,7 @@ fn a_shell_worker_reports_with_prefork_report() {
     let script = format!("{}/examples/report-worker.sh", env!("CARGO_MANIFEST_DIR"));
     runs_on_the_board(
         &["sh".into(), script],
-        &[("PREFORK", PREFORK.to_string())],
+        &[("PREFORK_BIN", PREFORK.to_string())],
         &["sh "],
     );
 }
@@ -276,4 +276,47 @@ fn a_perl_worker_uses_parallel_scoreboard() {
     let script = format!("{}/examples/worker.pl", env!("CARGO_MANIFEST_DIR"));
     let lib = perl_lib();
     runs_on_the_board(&["perl".into(), script], &[("PERL5LIB", lib)], &["perl "]);
+}
+
+#[test]
+fn a_shell_worker_that_never_reports_is_supervised_and_stops_quietly() {
+    let sandbox = Sandbox::new();
+    let script = format!("{}/examples/shell-worker.sh", env!("CARGO_MANIFEST_DIR"));
+    let mut master = Running::start(&mut sandbox.prefork(&[
+        "-w",
+        "2",
+        "--graceful-timeout",
+        "3s",
+        "--",
+        "sh",
+        &script,
+    ]));
+    let workers = master.wait_workers(2);
+    master.wait_until("each worker's start line", || {
+        let out = master.stdout();
+        workers
+            .iter()
+            .all(|pid| out.contains(&format!("shell worker {pid} started in slot ")))
+    });
+    master.signal(Signal::SIGTERM);
+    let exit = master.wait_exit();
+    assert!(exit.success(), "{}", master.report(&format!("{exit:?}")));
+    for pid in workers {
+        let end = master.end_of(pid).unwrap_or_default();
+        assert!(end.contains("ended (exit 0)"), "{}", master.report(&end));
+        assert!(
+            master
+                .stdout()
+                .contains(&format!("shell worker {pid} (slot ")),
+            "{}",
+            master.report("no stopping line")
+        );
+    }
+    // sh says "Terminated" when a command it waits for dies of the group's
+    // SIGTERM, even one started in the background (dash does).
+    assert!(
+        !master.stderr().contains("Terminated"),
+        "{}",
+        master.report("stray \"Terminated\"")
+    );
 }
