@@ -23,6 +23,9 @@ mod supervisor_stuck;
 // Reading and writing the board from outside, in four languages.
 mod monitoring;
 
+// Every config/*.toml, run as the README says.
+mod sample_configs;
+
 // Under fire: everything at once, with a seed to replay.
 mod chaos;
 
