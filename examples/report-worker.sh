@@ -6,6 +6,10 @@
 # prefork tells its workers where it is: $PREFORK_BIN is the running prefork
 # binary (and its directory is the last entry of their PATH), so no set-up
 # is needed. (Outside prefork: "prefork" on PATH.)
+if [ -z "${PREFORK_STATUS_FD:-}" ]; then
+    echo "report-worker.sh: run me under prefork: prefork -- examples/report-worker.sh (PREFORK_STATUS_FD is not set)" >&2
+    exit 2
+fi
 prefork=${PREFORK_BIN:-prefork}
 if ! command -v "$prefork" >/dev/null; then
     echo "report-worker.sh: cannot run \`$prefork report\`: set PREFORK_BIN to prefork's path" >&2

@@ -2,6 +2,10 @@
 # A worker that knows nothing of the scoreboard: prefork still supervises it
 # (respawns it, stops it, kills what it leaves behind), and it still shows on
 # the board, with no status.
+if [ -z "${PREFORK_WORKER_SLOT:-}" ]; then
+    echo "shell-worker.sh: run me under prefork: prefork -- examples/shell-worker.sh (PREFORK_WORKER_SLOT is not set)" >&2
+    exit 2
+fi
 trap 'echo "shell worker $$ (slot $PREFORK_WORKER_SLOT) stopping"; exit 0' TERM
 echo "shell worker $$ started in slot $PREFORK_WORKER_SLOT"
 # prefork stops a worker with SIGTERM to its whole process group, so the

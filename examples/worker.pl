@@ -3,13 +3,23 @@
 # prefork gives it: the two share one on-disk format. (The module's
 # constructor removes the file prefork made for this pid, and its first
 # update() makes a new one; prefork follows the change.)
+# Run outside prefork, it says so in one line and exits 2.
 use strict;
 use warnings;
-use Parallel::Scoreboard;
 use Time::HiRes qw(sleep);
 
-my $dir = $ENV{PREFORK_SCOREBOARD_DIR}
-    or die "PREFORK_SCOREBOARD_DIR is not set: run me under prefork\n";
+my $dir = $ENV{PREFORK_SCOREBOARD_DIR};
+if (!$dir) {
+    print STDERR "worker.pl: run me under prefork: prefork -- perl examples/worker.pl"
+        . " (PREFORK_SCOREBOARD_DIR is not set)\n";
+    exit 2;
+}
+if (!eval { require Parallel::Scoreboard; 1 }) {
+    (my $why = $@) =~ s/ \(\@INC contains: [^)]*\)//;
+    print STDERR "worker.pl: needs Parallel::Scoreboard from CPAN (cpanm Parallel::Scoreboard),"
+        . " or PERL5LIB pointing at a copy: $why";
+    exit 2;
+}
 my $slot = $ENV{PREFORK_WORKER_SLOT} // '?';
 my $board = Parallel::Scoreboard->new(base_dir => $dir);
 

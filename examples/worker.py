@@ -4,14 +4,23 @@
 prefork hands every worker an open, locked status file as descriptor
 $PREFORK_STATUS_FD; a status is the Parallel::Scoreboard record written at
 offset 0: MD5(status) (16 bytes), len(status) as a big-endian u32, status.
-Every write is a heartbeat for the stuck-worker timeout.
+Every write is a heartbeat for the stuck-worker timeout. Run outside
+prefork, it says so in one line and exits 2.
 """
 import hashlib
 import os
 import signal
 import struct
+import sys
 import time
 
+if "PREFORK_STATUS_FD" not in os.environ:
+    print(
+        "worker.py: run me under prefork: prefork -- python3 examples/worker.py "
+        "(PREFORK_STATUS_FD is not set)",
+        file=sys.stderr,
+    )
+    sys.exit(2)
 STATUS_FD = int(os.environ["PREFORK_STATUS_FD"])
 SLOT = os.environ.get("PREFORK_WORKER_SLOT", "?")
 

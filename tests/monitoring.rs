@@ -1,7 +1,8 @@
 //! Reading the board from outside and writing it from any language
 //! (issue 6): `prefork status` (table, JSON, health check), `prefork
 //! report`, and the example workers in Rust, shell, Python and Perl, each run
-//! under a real master.
+//! under a real master, and outside one (issue 11: one line says how to run
+//! them, no traceback).
 
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -276,6 +277,58 @@ fn a_perl_worker_uses_parallel_scoreboard() {
     let script = format!("{}/examples/worker.pl", env!("CARGO_MANIFEST_DIR"));
     let lib = perl_lib();
     runs_on_the_board(&["perl".into(), script], &[("PERL5LIB", lib)], &["perl "]);
+}
+
+/// Run outside prefork, an example worker says so in one line on stderr,
+/// naming how to start it, and exits 2: no `Error: NotUnderPrefork`, no
+/// Python traceback (issue 11).
+#[test]
+fn example_workers_outside_prefork_say_how_to_run_them_in_one_line() {
+    let example = |name: &str| format!("{}/examples/{name}", env!("CARGO_MANIFEST_DIR"));
+    let python = crate::harness::python3().to_string();
+    let cases: [(Vec<String>, &str); 7] = [
+        (vec![crate::harness::rust_example("worker")], "worker: "),
+        (vec![crate::harness::rust_example("hammer")], "hammer: "),
+        (vec![python.clone(), example("worker.py")], "worker.py: "),
+        (vec![python, example("web-worker.py")], "web-worker.py: "),
+        (vec!["perl".into(), example("worker.pl")], "worker.pl: "),
+        (
+            vec!["sh".into(), example("report-worker.sh")],
+            "report-worker.sh: ",
+        ),
+        (
+            vec!["sh".into(), example("shell-worker.sh")],
+            "shell-worker.sh: ",
+        ),
+    ];
+    for (command, name) in cases {
+        let mut cmd = Command::new(&command[0]);
+        cmd.args(&command[1..]).stdin(std::process::Stdio::null());
+        for var in [
+            "PREFORK_STATUS_FD",
+            "PREFORK_SCOREBOARD_DIR",
+            "PREFORK_WORKER_SLOT",
+            "PREFORK_MASTER_PID",
+            "PREFORK_BIN",
+        ] {
+            cmd.env_remove(var);
+        }
+        // Its stdout and stderr are pipes: no other test may fork meanwhile.
+        let out = {
+            let _forking = util::fork_lock();
+            cmd.output().expect("run an example worker")
+        };
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let said = format!("{command:?} said {stderr:?}, exit {:?}", out.status);
+        assert_eq!(out.status.code(), Some(2), "{said}");
+        assert_eq!(stderr.lines().count(), 1, "{said}");
+        assert!(
+            stderr.starts_with(&format!("{name}run me under prefork: prefork ")),
+            "{said}"
+        );
+        assert!(stderr.contains(" is not set)"), "{said}");
+        assert!(out.stdout.is_empty(), "{said}");
+    }
 }
 
 #[test]

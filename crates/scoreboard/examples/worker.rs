@@ -2,19 +2,45 @@
 //!
 //!     prefork --workers 4 -- target/release/examples/worker
 //!
-//! then `kill -USR1 <master pid>` to see what every worker is doing.
-//! It "serves" a simulated request every few hundred milliseconds, says so on
-//! the board, and stops cleanly on SIGTERM. The scoreboard comes from its own
+//! (what `config/prefork.toml` does), then `kill -USR1 <master pid>` or
+//! `prefork status -d DIR` to see what every worker is doing. It "serves" a
+//! simulated request every few hundred milliseconds, says so on the board,
+//! and stops cleanly on SIGTERM. It is an example of the scoreboard's own
 //! crate: a worker's `Cargo.toml` needs only `prefork-scoreboard = "0.1"`.
+//! Run outside prefork, it says so in one line and exits 2.
 
+use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use prefork_scoreboard::Scoreboard;
+use prefork_scoreboard::{Error, Scoreboard};
 
-fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let mut board = Scoreboard::from_env()?;
+fn main() -> ExitCode {
+    let mut board = match Scoreboard::from_env() {
+        Ok(board) => board,
+        Err(Error::NotUnderPrefork) => {
+            eprintln!(
+                "worker: run me under prefork: prefork -- target/release/examples/worker \
+                 (PREFORK_STATUS_FD is not set)"
+            );
+            return ExitCode::from(2);
+        }
+        Err(e) => {
+            eprintln!("worker: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match serve(&mut board) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("worker: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(board: &mut Scoreboard) -> Result<(), Box<dyn std::error::Error>> {
     let stop = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&stop))?;
 
