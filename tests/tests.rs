@@ -16,6 +16,8 @@ mod supervisor_config;
 mod supervisor_env;
 mod supervisor_failures;
 mod supervisor_lifecycle;
+mod supervisor_limits;
+mod supervisor_messages;
 mod supervisor_output;
 mod supervisor_signals;
 mod supervisor_stuck;

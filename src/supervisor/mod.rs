@@ -54,6 +54,7 @@ pub fn run(source: Source) -> Result<()> {
     let config = source.load()?;
     spawn::reserve_status_fd()
         .context("cannot reserve descriptor 3 for the workers' status files")?;
+    let nofile = spawn::raise_nofile_limit();
     // Signals first: a SIGCHLD or SIGTERM from the very first worker must
     // not be lost, nor kill us with its default action.
     let signals = Signals::install().context("cannot install signal handlers")?;
@@ -70,7 +71,7 @@ pub fn run(source: Source) -> Result<()> {
     let registrar = board
         .fork_registrar()
         .expect("the master's scoreboard uses process ids");
-    let launcher = Launcher::new(registrar, board.base_dir())
+    let launcher = Launcher::new(registrar, board.base_dir(), nofile)
         .context("cannot open /dev/null for the workers' standard input")?;
     let mut pool = Pool::new(config, Instant::now());
     pool.emit(Event::Starting {
@@ -113,8 +114,8 @@ fn start_first_worker(shell: &mut Shell) -> Result<()> {
             // It exits at once; reap it here, before anything else.
             let _ = waitpid(started.pid, None);
             let code = match &e {
-                SpawnError::Exec(io) if io.raw_os_error() == Some(libc::ENOENT) => 127,
-                SpawnError::Exec(_) | SpawnError::Chdir(..) => 126,
+                SpawnError::Exec(_, io) if io.raw_os_error() == Some(libc::ENOENT) => 127,
+                SpawnError::Exec(..) | SpawnError::Chdir(..) => 126,
                 _ => bail!("cannot start the first worker of `{command}`: {e}"),
             };
             Err(StartFailure {

@@ -1,0 +1,53 @@
+//! Limits exhausted (issue 11): a soft descriptor limit too low for the
+//! pool is raised by the master to the hard one, and the workers get back
+//! the soft limit prefork was started with.
+
+use std::os::unix::process::CommandExt;
+
+use nix::sys::resource::{setrlimit, Resource};
+
+use crate::harness::{Running, Sandbox};
+
+/// The soft and hard limits of `what` in `/proc/<pid>/limits`.
+fn limits(pid: i32, what: &str) -> (String, String) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("read limits");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(what))
+        .unwrap_or_else(|| panic!("no {what} in {text}"));
+    let mut fields = line[what.len()..].split_whitespace();
+    (
+        fields.next().expect("soft").to_string(),
+        fields.next().expect("hard").to_string(),
+    )
+}
+
+#[test]
+fn a_low_soft_descriptor_limit_is_raised_for_the_master_and_kept_for_workers() {
+    let sandbox = Sandbox::new();
+    let worker = sandbox.worker("");
+    // 100 workers hold 100 status files open in the master: far above 64.
+    let mut cmd = sandbox.prefork(&["-w", "100", "--", "sh", &worker]);
+    // SAFETY: setrlimit is a system call, async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            setrlimit(Resource::RLIMIT_NOFILE, 64, 20000)?;
+            Ok(())
+        });
+    }
+    let master = Running::start(&mut cmd);
+    let workers = master.wait_ready(&sandbox, 100);
+    assert_eq!(
+        limits(master.pid(), "Max open files"),
+        ("20000".into(), "20000".into())
+    );
+    for pid in workers.iter().take(5) {
+        assert_eq!(
+            limits(*pid, "Max open files"),
+            ("64".into(), "20000".into())
+        );
+    }
+    let log = master.stderr();
+    assert!(!log.contains("Too many open files"), "{log}");
+    assert!(!log.contains("cannot be checked"), "{log}");
+}
