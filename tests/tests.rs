@@ -14,6 +14,7 @@ mod scoreboard_stress;
 mod harness;
 mod supervisor_config;
 mod supervisor_env;
+mod supervisor_environment;
 mod supervisor_failures;
 mod supervisor_lifecycle;
 mod supervisor_limits;

@@ -137,6 +137,17 @@ pub enum Event {
         workers: usize,
         command: String,
     },
+    RollingOver {
+        workers: usize,
+        why: &'static str,
+    },
+    BoardRecreated {
+        dir: PathBuf,
+    },
+    BoardLost {
+        dir: PathBuf,
+        error: String,
+    },
     RolloutStep {
         old: Pid,
         slot: usize,
@@ -167,7 +178,10 @@ impl Event {
     pub fn level(&self) -> Level {
         use Event::*;
         match self {
-            SpawnFailed { .. } | ReloadFailed { .. } | RolloutAborted { .. } => Level::Error,
+            SpawnFailed { .. } | ReloadFailed { .. } | RolloutAborted { .. } | BoardLost { .. } => {
+                Level::Error
+            }
+            BoardRecreated { .. } => Level::Warn,
             Unwatched { .. }
             | CrashLoop { .. }
             | GroupKilled { .. }
@@ -272,6 +286,21 @@ impl fmt::Display for Event {
             RolloutBegun { workers, command } => {
                 write!(f, "SIGHUP: rolling {workers} worker(s) over to `{command}`")
             }
+            RollingOver { workers, why } => {
+                write!(f, "rolling {workers} worker(s) over: {why}")
+            }
+            BoardRecreated { dir } => write!(
+                f,
+                "the scoreboard directory {} was removed or replaced while running (by a tmpfiles \
+                 cleaner, or logind's RemoveIPC?): created it again",
+                dir.display()
+            ),
+            BoardLost { dir, error } => write!(
+                f,
+                "the scoreboard directory {} was removed and cannot be created again: {error}; no \
+                 worker can start until it can",
+                dir.display()
+            ),
             RolloutStep { old, slot } => write!(
                 f,
                 "rolling restart: retiring worker pid={old} slot={slot}: SIGTERM"

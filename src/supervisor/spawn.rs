@@ -19,8 +19,8 @@
 //!   file, locked, as descriptor [`STATUS_FD`];
 //! - `chdir`, `close_range` (or `fcntl` on each descriptor);
 //! - `setrlimit`: the descriptor limit the master was started with;
-//! - `execve` (and
-//!   `execve` of `/bin/sh` for a script without `#!`, as execvp does);
+//! - `execve` (and `execve` of `/bin/sh` for a script without `#!`, as
+//!   execvp does);
 //! - on failure, `write` of a fixed-size report and `_exit`.
 
 use std::ffi::{CString, OsStr, OsString};

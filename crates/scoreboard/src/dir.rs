@@ -48,6 +48,18 @@ impl BaseDir {
         })
     }
 
+    /// Whether the path still names the directory we opened: not removed
+    /// (a tmpfiles cleaner, logind's RemoveIPC), renamed or replaced.
+    pub fn is_current(&self) -> bool {
+        let Ok(named) = std::fs::metadata(&self.path) else {
+            return false;
+        };
+        use std::os::unix::fs::MetadataExt;
+        sys::fstat(self.fd.as_raw_fd()).is_ok_and(|ours| {
+            ours.st_nlink > 0 && ours.st_dev == named.dev() && ours.st_ino == named.ino()
+        })
+    }
+
     pub fn fd(&self) -> RawFd {
         self.fd.as_raw_fd()
     }

@@ -272,6 +272,13 @@ impl Scoreboard {
         self.dir.path()
     }
 
+    /// Whether the base directory's path still names the directory this
+    /// handle opened: false once it was removed, renamed or replaced, when
+    /// new files would no longer be where readers look.
+    pub fn dir_is_current(&self) -> bool {
+        self.dir.is_current()
+    }
+
     /// This process's worker id.
     pub fn current_id(&self) -> String {
         match &self.worker_id {

@@ -9,12 +9,14 @@ use std::time::Instant;
 use super::dump::shown_status;
 use super::Shell;
 use crate::render;
+use crate::scoreboard::Scoreboard;
 use crate::supervisor::core::{Clocks, FileSeen, Observation};
 use crate::supervisor::events::Event;
 
 impl Shell {
     pub(super) fn check_board(&mut self) {
         let began = Instant::now();
+        self.ensure_board();
         let clocks = Clocks::now();
         let running: Vec<_> = self.pool.running().collect();
         let seen: Vec<Observation> = running.iter().map(|&(_, pid)| self.observe(pid)).collect();
@@ -31,6 +33,41 @@ impl Shell {
             workers: running.len(),
             took: began.elapsed(),
         });
+    }
+
+    /// Recreates the board where it was when its directory was removed,
+    /// renamed or replaced under us (with the same checks as at start), and
+    /// rolls the workers over so that they show on it again. Returns
+    /// whether the board is usable.
+    pub(super) fn ensure_board(&mut self) -> bool {
+        if self.board.dir_is_current() {
+            self.board_lost = false;
+            return true;
+        }
+        let dir = self.board.base_dir().to_path_buf();
+        match Scoreboard::new(&dir) {
+            Ok(board) => {
+                let registrar = board
+                    .fork_registrar()
+                    .expect("the master's scoreboard uses process ids");
+                self.launcher.set_registrar(registrar);
+                // The running workers' files stay open here (an unlinked
+                // file still says when it was written): still judged.
+                self.board = board;
+                self.board_lost = false;
+                self.pool.emit(Event::BoardRecreated { dir });
+                self.pool
+                    .roll_over("their status files went with the old scoreboard directory");
+                true
+            }
+            Err(e) => {
+                if !std::mem::replace(&mut self.board_lost, true) {
+                    let error = e.to_string();
+                    self.pool.emit(Event::BoardLost { dir, error });
+                }
+                false
+            }
+        }
     }
 
     fn observe(&mut self, pid: nix::unistd::Pid) -> Observation {

@@ -46,6 +46,8 @@ pub struct Shell {
     pub(super) starting: Vec<(Pid, ExecWatch)>,
     /// Standard output, for the SIGUSR1 board.
     pub(super) stdout: Sink,
+    /// The board's directory is gone and could not be made again (said once).
+    pub(super) board_lost: bool,
 }
 
 impl Shell {
@@ -67,6 +69,7 @@ impl Shell {
             files: HashMap::new(),
             starting: Vec::new(),
             stdout: Sink::open(1, "standard output", BOARD_CAPACITY),
+            board_lost: false,
         }
     }
 
@@ -104,6 +107,11 @@ impl Shell {
             let effects = self.pool.take_effects();
             if effects.is_empty() {
                 return;
+            }
+            // A stat and an fstat per batch, so that a board removed since
+            // the last check costs no failed start.
+            if effects.iter().any(|e| matches!(e, Effect::Spawn { .. })) {
+                self.ensure_board();
             }
             for effect in effects {
                 match effect {
@@ -188,6 +196,11 @@ impl Shell {
     }
 
     pub(super) fn exec_done(&mut self, pid: Pid, result: Result<(), SpawnError>) {
+        if matches!(&result, Err(SpawnError::Register(e)) if e.raw_os_error() == Some(libc::ENOENT))
+        {
+            // Its board's directory is gone: make it again before a retry.
+            self.ensure_board();
+        }
         self.pool
             .exec_done(pid, result.map_err(|e| e.to_string()), Instant::now());
         if let Some(slot) = self.pool.slot_of_worker(pid) {

@@ -1,0 +1,57 @@
+//! The environment changes under the master (issue 11): its board's
+//! directory removed (tmpfiles cleaners and logind's RemoveIPC do this to
+//! /dev/shm and /run/user) or renamed away while it runs. The master makes
+//! it again, says so with the path, and recovers by itself: workers start
+//! again, and every worker shows on the board again.
+
+use nix::sys::signal::Signal;
+
+use crate::harness::{signal, Sandbox};
+
+/// The pids with a status file on the board.
+fn on_board(sandbox: &Sandbox) -> Vec<i32> {
+    let mut pids: Vec<i32> = sandbox
+        .board_files()
+        .iter()
+        .filter_map(|name| name.strip_prefix("status_")?.parse().ok())
+        .collect();
+    pids.sort();
+    pids
+}
+
+fn recovers_after(vanish: impl FnOnce(&Sandbox)) {
+    let sandbox = Sandbox::new();
+    let worker = sandbox.worker("trap 'exit 0' TERM");
+    let master = sandbox.start_sh_workers(2, "5s", &worker);
+    let first = master.wait_ready(&sandbox, 2);
+    assert_eq!(on_board(&sandbox), first);
+    vanish(&sandbox);
+    // A worker dies while the board is gone: it is replaced all the same.
+    signal(first[0], Signal::SIGKILL);
+    let board = sandbox.board().display().to_string();
+    master.wait_until("the board made again, and said so", || {
+        master
+            .stderr()
+            .lines()
+            .any(|l| l.contains(&board) && l.contains("created it again"))
+    });
+    // Every worker shows on the new board: the survivor was rolled over.
+    master.wait_until("two workers on the new board", || {
+        let workers = master.workers();
+        workers.len() == 2 && on_board(&sandbox) == workers && !workers.contains(&first[1])
+    });
+    let log = master.stderr();
+    assert!(!log.contains("cannot start worker"), "{log}");
+}
+
+#[test]
+fn a_removed_board_is_made_again_and_the_pool_recovers() {
+    recovers_after(|sandbox| std::fs::remove_dir_all(sandbox.board()).unwrap());
+}
+
+#[test]
+fn a_board_renamed_away_is_made_again_and_the_pool_recovers() {
+    recovers_after(|sandbox| {
+        std::fs::rename(sandbox.board(), sandbox.path().join("board.old")).unwrap()
+    });
+}
