@@ -55,3 +55,29 @@ fn a_board_renamed_away_is_made_again_and_the_pool_recovers() {
         std::fs::rename(sandbox.board(), sandbox.path().join("board.old")).unwrap()
     });
 }
+
+#[test]
+fn a_second_master_on_the_same_board_is_refused_naming_the_first() {
+    let sandbox = Sandbox::new();
+    let worker = sandbox.worker("trap 'exit 0' TERM");
+    let first = sandbox.start_sh_workers(2, "5s", &worker);
+    let workers = first.wait_ready(&sandbox, 2);
+    let mut second = sandbox.start_sh_workers(2, "5s", &worker);
+    let status = second.wait_exit();
+    let said = second.stderr();
+    assert_eq!(status.code(), Some(2), "{said}");
+    assert!(
+        said.contains(&format!(
+            "the prefork master pid={} already runs",
+            first.pid()
+        )),
+        "{said}"
+    );
+    assert!(second.spawned().is_empty(), "{said}");
+    // The first goes on, untouched, and its file is no worker's.
+    assert_eq!(first.workers(), workers);
+    assert_eq!(on_board(&sandbox), workers);
+    assert!(sandbox
+        .board_files()
+        .contains(&"prefork.master".to_string()));
+}

@@ -12,6 +12,7 @@ use crate::render;
 use crate::scoreboard::Scoreboard;
 use crate::supervisor::core::{Clocks, FileSeen, Observation};
 use crate::supervisor::events::Event;
+use crate::supervisor::master_file::{self, ClaimError, MasterFile};
 
 impl Shell {
     pub(super) fn check_board(&mut self) {
@@ -29,10 +30,21 @@ impl Shell {
             self.pool.replace_stuck(silent, last, Instant::now());
         }
         self.remove_unknown_dead_files();
+        self.publish();
         self.pool.emit(Event::BoardChecked {
             workers: running.len(),
             took: began.elapsed(),
         });
+    }
+
+    /// The pool's snapshot into the master file, for `prefork status`.
+    pub(in crate::supervisor) fn publish(&mut self) {
+        let snapshot = self.snapshot();
+        if let Err(e) = self.master_file.publish(&snapshot, Instant::now()) {
+            self.pool.emit(Event::BoardProblem {
+                what: format!("cannot write {}: {e}", master_file::NAME),
+            });
+        }
     }
 
     /// Recreates the board where it was when its directory was removed,
@@ -51,6 +63,15 @@ impl Shell {
                     .fork_registrar()
                     .expect("the master's scoreboard uses process ids");
                 self.launcher.set_registrar(registrar);
+                match MasterFile::claim(&dir) {
+                    Ok(file) => self.master_file = file,
+                    Err(ClaimError::Taken(claimed)) => self.pool.emit(Event::BoardProblem {
+                        what: format!("the recreated scoreboard: {claimed}"),
+                    }),
+                    Err(ClaimError::Io(path, e)) => self.pool.emit(Event::BoardProblem {
+                        what: format!("cannot create {}: {e}", path.display()),
+                    }),
+                }
                 // The running workers' files stay open here (an unlinked
                 // file still says when it was written): still judged.
                 self.board = board;

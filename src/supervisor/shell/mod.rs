@@ -24,6 +24,7 @@ use nix::unistd::Pid;
 
 use super::core::{Effect, Pool};
 use super::events::{Ended, Event};
+use super::master_file::{self, MasterFile};
 use super::signals::{Request, Signals};
 use super::sinks::{self, Sink, BOARD_CAPACITY};
 use super::spawn::{ExecWatch, Launcher, SpawnError};
@@ -33,6 +34,8 @@ use crate::scoreboard::{Scoreboard, WatchedFile};
 pub struct Shell {
     pub(super) pool: Pool,
     pub(super) board: Scoreboard,
+    /// Our claim on the board, with the pool's snapshot for readers.
+    pub(super) master_file: MasterFile,
     /// The directory we created (removed when dropped, after `board`).
     pub(super) owned_dir: Option<tempfile::TempDir>,
     pub(super) launcher: Launcher,
@@ -54,6 +57,7 @@ impl Shell {
     pub(super) fn new(
         pool: Pool,
         board: Scoreboard,
+        master_file: MasterFile,
         owned_dir: Option<tempfile::TempDir>,
         launcher: Launcher,
         signals: Signals,
@@ -62,6 +66,7 @@ impl Shell {
         Shell {
             pool,
             board,
+            master_file,
             owned_dir,
             launcher,
             signals,
@@ -286,6 +291,7 @@ impl Shell {
     /// After the last worker: remove their files, and our directory; give
     /// the output a moment to drain.
     pub(super) fn finish(mut self) {
+        let _ = std::fs::remove_file(self.board.base_dir().join(master_file::NAME));
         if let Err(e) = self.board.cleanup() {
             self.pool.emit(Event::BoardProblem {
                 what: format!("cannot clean the scoreboard: {e}"),
