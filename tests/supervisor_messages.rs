@@ -122,3 +122,39 @@ while :; do sleep 1 & wait $!; done"#,
     let board = master.dump();
     assert!(board.contains(&format!("hello from {pid}")), "{board}");
 }
+
+#[test]
+fn a_scoreboard_that_is_a_file_is_said_to_be_no_directory() {
+    let sandbox = Sandbox::new();
+    let file = sandbox.join("README.md");
+    std::fs::write(&file, "not a board").unwrap();
+    let mut master =
+        Running::start(&mut sandbox.prefork_on_default_board(&["-d", &file, "--", "true"]));
+    let code = master.wait_exit().code();
+    let said = master.stderr();
+    assert_ne!(code, Some(0), "{said}");
+    assert!(
+        said.contains(&format!(
+            "cannot create the scoreboard directory {file}: it exists and is not a directory"
+        )),
+        "{said}"
+    );
+}
+
+#[test]
+fn the_scoreboard_option_has_its_key_too() {
+    let sandbox = Sandbox::new();
+    let config = sandbox.join("prefork.toml");
+    std::fs::write(&config, "command = [\"true\"]\nscoreboard = \"/run/x\"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_prefork"))
+        .args(["check", "-c", &config])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("scoreboard_dir = \"/run/x\""), "{stdout}");
+}

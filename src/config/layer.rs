@@ -76,7 +76,8 @@ layer! {
             visible_alias = "scoreboard-dir",
             value_name = "DIR"
         )]
-        #[serde(with = "value::path")]
+        // `scoreboard` too, as the option is spelled.
+        #[serde(with = "value::path", alias = "scoreboard")]
         pub scoreboard_dir: Option<PathBuf>,
 
         /// How long a shutdown waits after SIGTERM before SIGKILL [default: 30s]

@@ -28,7 +28,14 @@ impl BaseDir {
                 .recursive(true)
                 .mode(mode)
                 .create(path)
-                .map_err(|e| io_error("create directory", path, e))?;
+                .map_err(|e| match e.kind() {
+                    // EEXIST from mkdir means that something else stands there.
+                    io::ErrorKind::AlreadyExists => {
+                        let e = io::Error::new(e.kind(), "it exists and is not a directory");
+                        io_error("create the scoreboard directory", path, e)
+                    }
+                    _ => io_error("create directory", path, e),
+                })?;
         }
         let cpath = CString::new(path.as_os_str().as_bytes()).map_err(|e| {
             io_error(
