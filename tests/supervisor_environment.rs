@@ -81,3 +81,87 @@ fn a_second_master_on_the_same_board_is_refused_naming_the_first() {
         .board_files()
         .contains(&"prefork.master".to_string()));
 }
+
+/// A worker that leaves an escapee behind at each start: a `sleep` in a
+/// session of its own, whose parent exits at once, so that it is
+/// reparented to the master (a subreaper). Its pid goes to `escaped`.
+fn escaping_worker(sandbox: &Sandbox) -> String {
+    sandbox.script(
+        "escaping.sh",
+        r#"( setsid sleep 1000 & echo $! >> "$DIR/escaped" )
+trap 'exit 0' TERM
+echo $$ >> "$DIR/ready"
+while :; do sleep 1 & wait $!; done"#,
+    )
+}
+
+#[test]
+fn escaped_descendants_are_adopted_said_once_and_stopped_with_the_master() {
+    let sandbox = Sandbox::new();
+    let worker = escaping_worker(&sandbox);
+    let mut master = crate::harness::Running::start(&mut sandbox.prefork(&[
+        "-w",
+        "2",
+        "--check-interval",
+        "50ms",
+        "--graceful-timeout",
+        "5s",
+        "--",
+        "sh",
+        &worker,
+    ]));
+    // (Not `wait_ready`: an escapee leads a group of its own too, and is
+    // the master's child: it would count as a worker there.)
+    master.wait_until("two escapees adopted", || {
+        let escaped = sandbox.pids("escaped");
+        escaped.len() == 2
+            && escaped.iter().all(|pid| {
+                master
+                    .stderr()
+                    .matches(&format!("adopted pid={pid} `"))
+                    .count()
+                    == 1
+            })
+    });
+    let escaped = sandbox.pids("escaped");
+    // Left running while the master runs (no kill_orphans).
+    assert!(escaped.iter().all(|&pid| crate::harness::alive(pid)));
+    master.signal(Signal::SIGTERM);
+    assert!(master.wait_exit().success(), "{}", master.stderr());
+    for pid in escaped {
+        assert!(
+            !crate::harness::alive(pid),
+            "escapee {pid} outlived the master"
+        );
+        let end = format!("adopted pid={pid} ended (SIGTERM)");
+        assert!(master.stderr().contains(&end), "{}", master.stderr());
+    }
+}
+
+#[test]
+fn with_kill_orphans_an_escaped_descendant_is_stopped_at_once() {
+    let sandbox = Sandbox::new();
+    let worker = escaping_worker(&sandbox);
+    let master = crate::harness::Running::start(&mut sandbox.prefork(&[
+        "-w",
+        "1",
+        "--check-interval",
+        "50ms",
+        "--kill-orphans",
+        "--",
+        "sh",
+        &worker,
+    ]));
+    master.wait_until("the escapee stopped while the master runs", || {
+        let escaped = sandbox.pids("escaped");
+        escaped.len() == 1
+            && escaped.iter().all(|&pid| {
+                !crate::harness::alive(pid)
+                    && master
+                        .stderr()
+                        .contains(&format!("adopted pid={pid} ended (SIGTERM)"))
+            })
+    });
+    let ready: Vec<i32> = sandbox.pids("ready").into_iter().collect();
+    assert_eq!(master.workers(), ready);
+}

@@ -126,6 +126,12 @@ layer! {
         #[arg(long, value_name = "DURATION", value_parser = value::duration::parse)]
         #[serde(with = "value::duration")]
         pub backoff_max: Option<Duration>,
+
+        /// Stop a worker's descendant that left its process group (double
+        /// fork and setsid) as soon as the master adopts it, rather than
+        /// when the master stops [default: false]
+        #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+        pub kill_orphans: Option<bool>,
     }
 }
 
@@ -169,6 +175,7 @@ impl Layer {
             min_uptime,
             backoff_initial,
             backoff_max,
+            kill_orphans,
         } = self;
         let defaults = Config::default();
         let command = command.ok_or(
@@ -207,6 +214,7 @@ impl Layer {
             working_directory,
             env: env.into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
             backoff,
+            kill_orphans: kill_orphans.unwrap_or(defaults.kill_orphans),
         })
     }
 }
@@ -234,6 +242,7 @@ impl From<&Config> for Layer {
             min_uptime: Some(config.backoff.min_uptime),
             backoff_initial: Some(config.backoff.initial),
             backoff_max: Some(config.backoff.max),
+            kill_orphans: Some(config.kill_orphans),
         }
     }
 }

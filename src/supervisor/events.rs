@@ -90,6 +90,18 @@ pub enum Event {
     Leftovers {
         pgid: Pid,
     },
+    Adopted {
+        pid: Pid,
+        command: String,
+        stopped_now: bool,
+    },
+    OrphanExited {
+        pid: Pid,
+        how: Ended,
+    },
+    OrphanKilled {
+        pid: Pid,
+    },
     GroupKilled {
         pgid: Pid,
     },
@@ -181,7 +193,7 @@ impl Event {
             SpawnFailed { .. } | ReloadFailed { .. } | RolloutAborted { .. } | BoardLost { .. } => {
                 Level::Error
             }
-            BoardRecreated { .. } => Level::Warn,
+            BoardRecreated { .. } | Adopted { .. } | OrphanKilled { .. } => Level::Warn,
             Unwatched { .. }
             | CrashLoop { .. }
             | GroupKilled { .. }
@@ -235,6 +247,21 @@ impl fmt::Display for Event {
             Leftovers { pgid } => {
                 write!(f, "terminating what worker pid={pgid} left in its process group")
             }
+            Adopted { pid, command, stopped_now } => write!(
+                f,
+                "adopted pid={pid} `{command}`: a worker's descendant that left its process group \
+                 and outlived its parent; {}",
+                if *stopped_now {
+                    "SIGTERM now"
+                } else {
+                    "it is stopped when the master stops (kill_orphans = true stops it at once)"
+                }
+            ),
+            OrphanExited { pid, how } => write!(f, "adopted pid={pid} ended ({how})"),
+            OrphanKilled { pid } => write!(
+                f,
+                "adopted pid={pid} did not exit within the graceful timeout: SIGKILL"
+            ),
             GroupKilled { pgid } => write!(
                 f,
                 "process group {pgid} did not exit within the graceful timeout: SIGKILL"

@@ -110,3 +110,13 @@ pub struct Draining {
     pub deadline: Instant,
     pub killed: bool,
 }
+
+/// A process reparented to us that is none of our workers: a worker's
+/// descendant that left its process group. Stopped with SIGTERM (its
+/// `deadline` set then), SIGKILL at the deadline.
+#[derive(Debug, Clone)]
+pub struct Orphan {
+    pub pid: Pid,
+    pub deadline: Option<Instant>,
+    pub killed: bool,
+}

@@ -30,6 +30,7 @@ impl Shell {
             self.pool.replace_stuck(silent, last, Instant::now());
         }
         self.remove_unknown_dead_files();
+        self.adopt_orphans();
         self.publish();
         self.pool.emit(Event::BoardChecked {
             workers: running.len(),

@@ -10,6 +10,7 @@
 //! through the sinks, and spawning does not wait for a child's exec.
 
 mod board;
+mod children;
 mod dump;
 
 use std::collections::HashMap;
@@ -18,7 +19,7 @@ use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
-use nix::sys::signal::{killpg, Signal};
+use nix::sys::signal::{kill, killpg, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
@@ -84,7 +85,13 @@ impl Shell {
             self.pool.tick(Instant::now());
             self.apply_effects();
             if self.pool.is_done() {
-                return;
+                // What the last workers left behind, reparented to us as
+                // they died, is stopped too before we go.
+                self.adopt_orphans();
+                self.apply_effects();
+                if self.pool.is_done() {
+                    return;
+                }
             }
             let ready = self.wait_for_events();
             self.collect_execs(&ready);
@@ -132,6 +139,11 @@ impl Shell {
                     }
                     Effect::Terminate(pgid) => terminate_group(pgid),
                     Effect::Kill(pgid) => drop(killpg(pgid, Signal::SIGKILL)),
+                    Effect::TerminateProcess(pid) => {
+                        let _ = kill(pid, Signal::SIGTERM);
+                        let _ = kill(pid, Signal::SIGCONT);
+                    }
+                    Effect::KillProcess(pid) => drop(kill(pid, Signal::SIGKILL)),
                     Effect::Log(event) => log::log!(event.level(), "{event}"),
                 }
             }
@@ -233,8 +245,14 @@ impl Shell {
         let now = Instant::now();
         match request {
             Request::Reap => {} // see run()
-            Request::Stop => self.pool.stop_gracefully(now),
-            Request::StopNow => self.pool.stop_now("SIGQUIT", now),
+            Request::Stop => {
+                self.adopt_orphans();
+                self.pool.stop_gracefully(now);
+            }
+            Request::StopNow => {
+                self.adopt_orphans();
+                self.pool.stop_now("SIGQUIT", now);
+            }
             Request::Dump => self.dump(),
             Request::AddWorker => self.pool.add_worker(now),
             Request::RemoveWorker => self.pool.remove_worker(now),
