@@ -51,3 +51,37 @@ fn a_low_soft_descriptor_limit_is_raised_for_the_master_and_kept_for_workers() {
     assert!(!log.contains("Too many open files"), "{log}");
     assert!(!log.contains("cannot be checked"), "{log}");
 }
+
+#[test]
+fn a_fork_refused_by_the_process_limit_says_so() {
+    use std::os::unix::fs::PermissionsExt;
+    let sandbox = Sandbox::new();
+    // The limit binds a user, not root (CI runs as root): the master runs
+    // as nobody, on a board nobody owns, with room for itself, two workers
+    // and their `sleep`s, and not for the third worker.
+    std::fs::set_permissions(sandbox.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let board = sandbox.board();
+    std::fs::create_dir(&board).unwrap();
+    let nobody = nix::unistd::User::from_name("nobody")
+        .unwrap()
+        .expect("a nobody user");
+    nix::unistd::chown(&board, Some(nobody.uid), Some(nobody.gid)).unwrap();
+    let worker = sandbox.script("idle.sh", "exec sleep 1000");
+    let mut cmd = sandbox.prefork(&["-w", "3", "--", "sh", &worker]);
+    cmd.uid(nobody.uid.as_raw()).gid(nobody.gid.as_raw());
+    // SAFETY: setrlimit is a system call, async-signal-safe. It runs before
+    // std drops root (the uid change comes after pre_exec), which is fine:
+    // the limit is counted against the user at each fork.
+    unsafe {
+        cmd.pre_exec(|| {
+            setrlimit(Resource::RLIMIT_NPROC, 3, 3)?;
+            Ok(())
+        });
+    }
+    let master = Running::start(&mut cmd);
+    master.wait_until("a fork refused for the process limit", || {
+        master
+            .stderr()
+            .contains("fork failed: process limit reached")
+    });
+}
