@@ -39,6 +39,8 @@ impl Clocks {
 /// What one check saw of one running worker's status file.
 #[derive(Debug, Clone, Copy)]
 pub struct Observation {
+    /// The slot and pid as [`Pool::running`] gave them.
+    pub slot: usize,
     pub pid: Pid,
     /// Some process holds the file's lock (false when there is no file).
     pub held: bool,
@@ -78,11 +80,16 @@ impl Pool {
         }
         let mut silent = Vec::new();
         for observation in seen {
-            let Some(slot) = self.slot_of(observation.pid) else {
+            let slot = observation.slot;
+            let Some(worker) = self
+                .slots
+                .get_mut(slot)
+                .and_then(|s| s.worker.as_mut())
+                .filter(|w| w.pid == observation.pid)
+            else {
                 continue;
             };
             let held = observation.held;
-            let worker = self.slots[slot].worker.as_mut().expect("slot_of found it");
             if !held && !worker.warned_unheld {
                 worker.warned_unheld = true;
                 let pid = observation.pid;

@@ -279,6 +279,7 @@ fn a_silent_worker_is_judged_stuck_unless_the_clocks_drifted() {
     let wall = SystemTime::now();
     let seen = |updated: SystemTime| {
         [Observation {
+            slot: 0,
             pid,
             held: true,
             file: Some(FileSeen {
@@ -324,6 +325,7 @@ fn a_worker_without_a_live_file_is_said_once() {
     let mut h = Harness::new(1);
     let pid = h.start_all()[0];
     let unheld = [Observation {
+        slot: 0,
         pid,
         held: false,
         file: None,

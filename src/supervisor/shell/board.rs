@@ -20,7 +20,10 @@ impl Shell {
         self.ensure_board();
         let clocks = Clocks::now();
         let running: Vec<_> = self.pool.running().collect();
-        let seen: Vec<Observation> = running.iter().map(|&(_, pid)| self.observe(pid)).collect();
+        let seen: Vec<Observation> = running
+            .iter()
+            .map(|&(slot, pid)| self.observe(slot, pid))
+            .collect();
         for silent in self.pool.judge(clocks, &seen) {
             let last = self
                 .files
@@ -92,7 +95,7 @@ impl Shell {
         }
     }
 
-    fn observe(&mut self, pid: nix::unistd::Pid) -> Observation {
+    fn observe(&mut self, slot: usize, pid: nix::unistd::Pid) -> Observation {
         let mut state = self.files.get(&pid).and_then(|f| f.state().ok());
         if state.is_none_or(|s| !s.linked) {
             // The worker replaced its file: Parallel::Scoreboard's
@@ -111,6 +114,7 @@ impl Shell {
             .get(&pid)
             .is_some_and(|f| f.is_held().unwrap_or(true));
         Observation {
+            slot,
             pid,
             held,
             file: state.map(|s| FileSeen {

@@ -8,6 +8,7 @@
 //! single-threaded: its one thread has all its children), and a bounded
 //! read of each newcomer's command line.
 
+use std::collections::HashSet;
 use std::io::Read;
 use std::time::Instant;
 
@@ -24,8 +25,9 @@ impl Shell {
     /// Tells the core about every child it does not know.
     pub(super) fn adopt_orphans(&mut self) {
         let Some(children) = children() else { return };
+        let known: HashSet<Pid> = self.pool.own_pids().collect();
         for pid in children {
-            if !self.pool.knows(pid) {
+            if !known.contains(&pid) {
                 let command = command_line(pid);
                 self.pool.adopted(pid, command, Instant::now());
             }
