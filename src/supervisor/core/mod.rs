@@ -368,7 +368,7 @@ impl Pool {
             started: now,
             generation: self.generation,
             exec: Exec::Pending,
-            warned_unheld: false,
+            unheld_checks: 0,
         });
     }
 

@@ -259,7 +259,7 @@ impl Pool {
             started: now,
             generation,
             exec: Exec::Done,
-            warned_unheld: false,
+            unheld_checks: 0,
         };
         let Some(s) = self.slots.get_mut(slot) else {
             // The slot went away (SIGTTOU) meanwhile.

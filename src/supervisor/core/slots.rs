@@ -26,8 +26,8 @@ pub struct Worker {
     /// The configuration generation it was started with.
     pub generation: u64,
     pub exec: Exec,
-    /// We already said that it holds no live status file.
-    pub warned_unheld: bool,
+    /// Checks in a row that found no lock held on its status file.
+    pub unheld_checks: u32,
 }
 
 /// One of the N places a worker runs in. A replacement takes the slot (and

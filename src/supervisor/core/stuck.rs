@@ -89,9 +89,15 @@ impl Pool {
             else {
                 continue;
             };
-            let held = observation.held;
-            if !held && !worker.warned_unheld {
-                worker.warned_unheld = true;
+            // Said at the second check in a row that finds no lock: a
+            // worker that died since the last reap released its lock too,
+            // and its exit, not this, is the news.
+            worker.unheld_checks = if observation.held {
+                0
+            } else {
+                worker.unheld_checks.saturating_add(1)
+            };
+            if worker.unheld_checks == 2 {
                 let pid = observation.pid;
                 self.emit(Event::Unheld { pid, slot });
             }

@@ -330,6 +330,10 @@ fn a_worker_without_a_live_file_is_said_once() {
         held: false,
         file: None,
     }];
+    // Not at the first check: it may have died since the last reap.
+    h.pool.judge(Clocks::now(), &unheld);
+    h.run_effects();
+    assert_eq!(h.logged(|e| matches!(e, Event::Unheld { .. })), 0);
     for _ in 0..3 {
         h.pool.judge(Clocks::now(), &unheld);
     }
