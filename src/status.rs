@@ -71,7 +71,7 @@ fn to_row(worker: &LiveWorker, now: SystemTime) -> Row {
     Row {
         id: worker.id.clone(),
         since_update: Some(now.duration_since(worker.updated).unwrap_or_default()),
-        status: worker.status.clone(),
+        status: worker.status.written().map(<[u8]>::to_vec),
         ..Row::default()
     }
 }
@@ -91,14 +91,14 @@ fn to_json(workers: &[LiveWorker], now: SystemTime) -> serde_json::Value {
             "id": w.id,
             "updated": updated,
             "age_secs": age,
-            "status": w.status.as_deref().map(String::from_utf8_lossy),
+            "status": w.status.written().map(String::from_utf8_lossy),
         });
         if let Ok(pid) = w.id.parse::<u32>() {
             entry["pid"] = pid.into();
         }
         if let Some(status) = w
             .status
-            .as_deref()
+            .written()
             .filter(|s| std::str::from_utf8(s).is_err())
         {
             entry["status_base64"] = base64::engine::general_purpose::STANDARD
