@@ -1,6 +1,11 @@
 //! `prefork status`: the board of a running prefork (or of any program using
 //! Parallel::Scoreboard) read from outside, without signals: as a table, as
 //! JSON, or as a health check.
+//!
+//! A live worker is a file whose lock is held, whatever the file holds: one
+//! whose record cannot be read is listed with why, and counts for
+//! `--min-workers` (a probe must not restart a healthy pod over a damaged
+//! status).
 
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -8,8 +13,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result};
 use base64::Engine;
 
-use crate::render::{self, Columns, Row};
-use crate::scoreboard::{LiveWorker, Scoreboard};
+use crate::render::{self, BoardRow};
+use crate::scoreboard::{LiveWorker, Scoreboard, Status};
 
 /// What the caller asked of the board.
 #[derive(Debug, Clone, Copy)]
@@ -37,13 +42,18 @@ pub fn run(dir: &Path, query: Query) -> Result<bool> {
         json.push('\n');
         json
     } else {
-        let rows: Vec<Row> = workers.iter().map(|w| to_row(w, now)).collect();
-        let header = format!(
+        let rows: Vec<BoardRow> = workers.iter().map(|w| to_row(w, now)).collect();
+        let mut header = format!(
             "scoreboard {}: {} live worker(s)",
             dir.display(),
             workers.len()
         );
-        render::table(&header, &rows, Columns::Board)
+        let unreadable = workers.iter().filter(|w| w.status.unreadable().is_some());
+        match unreadable.count() {
+            0 => {}
+            n => header.push_str(&format!(", {n} with an unreadable status")),
+        }
+        render::board_table(&header, &rows)
     };
     use std::io::Write;
     let mut out = std::io::stdout().lock();
@@ -67,12 +77,11 @@ fn sort_key(id: &str) -> (u64, &str) {
     (id.parse().unwrap_or(u64::MAX), id)
 }
 
-fn to_row(worker: &LiveWorker, now: SystemTime) -> Row {
-    Row {
+fn to_row(worker: &LiveWorker, now: SystemTime) -> BoardRow {
+    BoardRow {
         id: worker.id.clone(),
-        since_update: Some(now.duration_since(worker.updated).unwrap_or_default()),
-        status: worker.status.written().map(<[u8]>::to_vec),
-        ..Row::default()
+        since_update: now.duration_since(worker.updated).unwrap_or_default(),
+        status: worker.status.clone(),
     }
 }
 
@@ -95,6 +104,9 @@ fn to_json(workers: &[LiveWorker], now: SystemTime) -> serde_json::Value {
         });
         if let Ok(pid) = w.id.parse::<u32>() {
             entry["pid"] = pid.into();
+        }
+        if let Status::Unreadable(why) = &w.status {
+            entry["unreadable"] = why.to_string().into();
         }
         if let Some(status) = w
             .status
