@@ -5,7 +5,9 @@
 //! A live worker is a file whose lock is held, whatever the file holds: one
 //! whose record cannot be read is listed with why, and counts for
 //! `--min-workers` (a probe must not restart a healthy pod over a damaged
-//! status).
+//! status). The directory is read under the scoreboard's one ownership rule
+//! (see [`Scoreboard::read_only`]): another user's board is read but never
+//! written, so dead workers' files are left to its owner.
 
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -52,6 +54,11 @@ pub fn run(dir: &Path, query: Query) -> Result<bool> {
         match unreadable.count() {
             0 => {}
             n => header.push_str(&format!(", {n} with an unreadable status")),
+        }
+        if let Some(why) = board.read_only() {
+            header.push_str(&format!(
+                " (read-only: {why}; dead workers' files are left in place)"
+            ));
         }
         render::board_table(&header, &rows)
     };

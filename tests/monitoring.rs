@@ -430,3 +430,83 @@ fn status_lists_a_worker_whose_status_is_above_the_readers_limit() {
         "{text}"
     );
 }
+
+/// A board directory given to another user (`nobody`), with a live worker
+/// and a dead worker's file in it.
+fn foreign_board(guard: &mut util::ChildGuard) -> (tempfile::TempDir, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = util::tempdir();
+    let board = dir.path().join("board");
+    std::fs::create_dir(&board).unwrap();
+    std::fs::set_permissions(&board, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let forking = util::fork_lock();
+    let record = prefork::scoreboard::record::encode;
+    util::held_by_child(
+        &forking,
+        guard,
+        &util::status_path(&board, 501),
+        &record(b"up"),
+    );
+    std::fs::write(util::status_path(&board, 502), record(b"gone")).unwrap();
+    std::os::unix::fs::chown(&board, Some(65534), Some(65534)).unwrap();
+    (dir, board)
+}
+
+#[test]
+fn status_reads_another_users_board_read_only_which_the_master_refuses() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: giving a directory to another user needs root");
+        return;
+    }
+    let mut guard = util::ChildGuard::new();
+    let (_dir, board) = foreign_board(&mut guard);
+
+    let out = status(&board, &["--min-workers", "1"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let header = text.lines().next().unwrap();
+    assert!(header.contains("1 live worker(s)"), "{text}");
+    assert!(
+        header.contains("read-only: it is owned by uid 65534 and we run as uid 0"),
+        "{text}"
+    );
+    assert!(text.contains("up") && !text.contains("gone"), "{text}");
+    assert_eq!(
+        util::names_in(&board),
+        ["status_501", "status_502"],
+        "nothing is removed from another user's board"
+    );
+
+    // The master, which writes, refuses the same directory, and says why.
+    let mut master = Command::new(PREFORK)
+        .args([
+            "-w",
+            "1",
+            "-d",
+            board.to_str().unwrap(),
+            "--",
+            "sleep",
+            "30",
+        ])
+        .process_group(0)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start prefork");
+    let mut err = master.stderr.take().unwrap();
+    let pid = guard.add_group(master);
+    let ended = guard.wait_exit(pid, util::deadline());
+    assert!(
+        matches!(ended, nix::sys::wait::WaitStatus::Exited(_, code) if code != 0),
+        "{ended:?}"
+    );
+    let mut message = String::new();
+    std::io::Read::read_to_string(&mut err, &mut message).unwrap();
+    assert!(message.contains("owned by uid 65534"), "{message}");
+    assert_eq!(util::names_in(&board), ["status_501", "status_502"]);
+
+    // Our own again: status removes the dead worker's file, as before.
+    std::os::unix::fs::chown(&board, Some(0), Some(0)).unwrap();
+    let out = status(&board, &[]);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("read-only"));
+    assert_eq!(util::names_in(&board), ["status_501"]);
+}

@@ -3,12 +3,14 @@
 //! `live_workers` lists it with why its record cannot be read, where
 //! `read_all` (as Parallel::Scoreboard) leaves it out. Every bad record here
 //! is held by a real process, a forked child, and is gone once it dies.
+//! A board owned by another user is read but never written.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use prefork::scoreboard::{record, LiveWorker, Scoreboard, Status, Unreadable};
+use prefork::scoreboard::{record, Error, LiveWorker, Scoreboard, Status, Unreadable};
 
-use crate::util::{fork_lock, held_by_child, status_path, tempdir, ChildGuard};
+use crate::util::{fork_lock, held_by_child, names_in, status_path, tempdir, ChildGuard};
 
 /// A reader with an id of its own, so that it probes every file's lock.
 fn monitor(dir: &Path) -> Scoreboard {
@@ -241,4 +243,79 @@ fn a_watched_file_says_why_it_cannot_be_read() {
             file_len: 70
         })
     );
+}
+
+/// A board as the master's user would leave it: a live worker, and the file
+/// of a dead one, in a directory given to `nobody`.
+fn foreign_board(
+    forking: &std::sync::MutexGuard<'static, ()>,
+    kids: &mut ChildGuard,
+) -> (tempfile::TempDir, std::path::PathBuf) {
+    let dir = tempdir();
+    let base = dir.path().join("board");
+    std::fs::create_dir(&base).unwrap();
+    std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o755)).unwrap();
+    held_by_child(
+        forking,
+        kids,
+        &status_path(&base, "live"),
+        &record::encode(b"serving"),
+    );
+    std::fs::write(status_path(&base, "dead"), record::encode(b"gone")).unwrap();
+    std::os::unix::fs::chown(&base, Some(65534), Some(65534)).unwrap();
+    (dir, base)
+}
+
+#[test]
+fn another_users_board_is_read_but_never_written() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: giving a directory to another user needs root");
+        return;
+    }
+    let forking = fork_lock();
+    let mut kids = ChildGuard::new();
+    let (_dir, base) = foreign_board(&forking, &mut kids);
+
+    // A writer refuses it...
+    let err = Scoreboard::new(&base).unwrap_err();
+    assert!(matches!(err, Error::InsecureDir { .. }), "{err:?}");
+
+    // ...a monitor reads it, and removes nothing, though root could.
+    let reader = Scoreboard::builder(&base).monitor().build().unwrap();
+    let why = reader.read_only().expect("a read-only handle");
+    assert!(why.contains("uid 65534"), "{why}");
+    let live = reader.live_workers().unwrap();
+    assert_eq!(live.len(), 1, "{live:?}");
+    assert_eq!(
+        find(&live, "live").status,
+        Status::Written(b"serving".to_vec())
+    );
+    assert_eq!(reader.read_all().unwrap().len(), 1);
+    assert_eq!(names_in(&base), ["status_dead", "status_live"]);
+
+    // Writing through it fails as opening it for writing does.
+    let err = reader.cleanup().unwrap_err();
+    assert!(matches!(err, Error::InsecureDir { .. }), "{err:?}");
+    let mut reader = reader;
+    let err = reader.update(b"x").unwrap_err();
+    assert!(matches!(err, Error::InsecureDir { .. }), "{err:?}");
+    assert!(reader.fork_registrar().is_none());
+    assert_eq!(names_in(&base), ["status_dead", "status_live"]);
+
+    // Given back to us, the same monitor removes the dead worker's file.
+    std::os::unix::fs::chown(&base, Some(0), Some(0)).unwrap();
+    let reader = Scoreboard::builder(&base).monitor().build().unwrap();
+    assert_eq!(reader.read_only(), None);
+    assert_eq!(reader.live_workers().unwrap().len(), 1);
+    assert_eq!(names_in(&base), ["status_live"]);
+}
+
+#[test]
+fn a_board_of_our_own_is_writable_for_a_monitor() {
+    let dir = tempdir();
+    let reader = Scoreboard::builder(dir.path()).monitor().build().unwrap();
+    assert_eq!(reader.read_only(), None);
+    std::fs::write(status_path(dir.path(), "dead"), record::encode(b"x")).unwrap();
+    reader.cleanup().unwrap();
+    assert!(names_in(dir.path()).is_empty());
 }

@@ -148,17 +148,27 @@ impl Builder {
         self
     }
 
-    /// Accepts a base directory owned by another user: for a monitor that
-    /// only reads someone else's board. (A world-writable directory without
-    /// the sticky bit is refused all the same.)
+    /// Accepts a base directory owned by another user (neither this
+    /// process's effective user nor root), read-only: for a monitor that
+    /// reads someone else's board. Such a handle never creates nor removes a
+    /// file there, not even a dead worker's; [`Scoreboard::update`] and
+    /// [`Scoreboard::cleanup`] fail with the error [`build`] would have
+    /// given without this option. A world-writable directory without the
+    /// sticky bit is refused all the same. (Why: see [`Scoreboard::read_only`].)
+    ///
+    /// [`build`]: Builder::build
     pub fn allow_foreign_owner(mut self, allow: bool) -> Self {
         self.allow_foreign_owner = allow;
         self
     }
 
     /// For a monitor that only reads: the directory must exist (a missing
-    /// one is an error, not created), may belong to another user, and no
-    /// file of this process's id is removed at start.
+    /// one is an error, not created), may belong to another user (and is
+    /// then read-only, see [`allow_foreign_owner`]), and no file of this
+    /// process's id is removed at start. Dead workers' files are removed
+    /// where the directory is ours (or root's) and the system permits it.
+    ///
+    /// [`allow_foreign_owner`]: Builder::allow_foreign_owner
     pub fn monitor(mut self) -> Self {
         self.create = false;
         self.allow_foreign_owner = true;
@@ -186,7 +196,7 @@ impl Builder {
             file: None,
             max_status_len: self.max_status_len,
         };
-        if self.remove_own_stale_file {
+        if self.remove_own_stale_file && board.dir.read_only().is_none() {
             let (_, name) = writer::names(&board.current_id())?;
             let _ = sys::unlinkat(board.dir.fd(), &name);
         }
@@ -288,6 +298,21 @@ impl Scoreboard {
         self.dir.is_current()
     }
 
+    /// Why this handle may not write in its directory ("it is owned by uid
+    /// 1000 and we run as uid 0"), if it may not: it was built with
+    /// [`Builder::allow_foreign_owner`] (or [`Builder::monitor`]) on a
+    /// directory that belongs to neither this process's effective user nor
+    /// root. One rule for every process, the prefork supervisor and
+    /// `prefork status` included: writing (creating, updating, removing
+    /// files) needs a directory of our own user or of root, because its owner
+    /// can remove, replace or plant files in it at will; reading does not,
+    /// because a monitor reading a service's board as another user is
+    /// common and harmless, and what it reads is only as trustworthy as the
+    /// directory's owner (the service's user) anyway.
+    pub fn read_only(&self) -> Option<&str> {
+        self.dir.read_only()
+    }
+
     /// This process's worker id.
     pub fn current_id(&self) -> String {
         match &self.worker_id {
@@ -305,6 +330,7 @@ impl Scoreboard {
     /// process's own file.
     pub fn update(&mut self, status: &[u8]) -> Result<()> {
         if !self.file_is_current() {
+            self.dir.check_writable()?;
             if let Some(inherited) = self.file.take() {
                 inherited.close(&self.dir);
             }
@@ -391,8 +417,10 @@ impl Scoreboard {
         })
     }
 
-    /// Removes the status files of dead workers.
+    /// Removes the status files of dead workers. Fails on a read-only
+    /// handle (see [`Scoreboard::read_only`]).
     pub fn cleanup(&self) -> Result<()> {
+        self.dir.check_writable()?;
         reader::scan(&self.dir, Some(&self.current_id()), &|_| false, |_| {})
     }
 
@@ -401,6 +429,7 @@ impl Scoreboard {
     /// its own workers through [`WatchedFile`]s, this is one directory
     /// listing plus the cost of the files it does not know.
     pub fn cleanup_unknown(&self, known: impl Fn(&str) -> bool) -> Result<()> {
+        self.dir.check_writable()?;
         reader::scan(&self.dir, Some(&self.current_id()), &known, |_| {})
     }
 
@@ -410,16 +439,18 @@ impl Scoreboard {
     }
 
     /// Removes `file`'s entry, if the name still refers to that file (and not
-    /// to a successor that reused the id). Call it once its worker is gone.
+    /// to a successor that reused the id) and the handle is not read-only.
+    /// Call it once its worker is gone.
     pub fn remove(&self, file: &WatchedFile) {
         file.remove(&self.dir)
     }
 
     /// What a child process needs to put itself on the board between `fork`
     /// and `exec` without allocating. `None` with a custom worker id, which
-    /// only the id function can compute.
+    /// only the id function can compute, and on a read-only handle.
     pub fn fork_registrar(&self) -> Option<ForkRegistrar> {
-        self.worker_id.is_none().then_some(ForkRegistrar {
+        let usable = self.worker_id.is_none() && self.dir.read_only().is_none();
+        usable.then_some(ForkRegistrar {
             dir_fd: self.dir.fd(),
         })
     }

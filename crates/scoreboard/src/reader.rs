@@ -96,9 +96,13 @@ pub fn status_id(name: &CStr) -> Option<&str> {
 }
 
 /// Removes a dead worker's file, unless the name has meanwhile been taken by
-/// a new worker's file (its pid reused). Another reader removing it first is
-/// no error, nor is a directory we may not write to.
+/// a new worker's file (its pid reused), or the directory is read-only for
+/// this handle (another user's: see the `dir` module's rule). Another reader
+/// removing it first is no error, nor is a directory we may not write to.
 pub fn remove_dead(dir: &BaseDir, name: &CStr, locked: &libc::stat) {
+    if dir.read_only().is_some() {
+        return;
+    }
     match sys::stat_at(dir.fd(), name) {
         Ok(now) if sys::same_file(&now, locked) => {}
         _ => return,
