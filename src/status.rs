@@ -1,6 +1,13 @@
 //! `prefork status`: the board of a running prefork (or of any program using
 //! Parallel::Scoreboard) read from outside, without signals: as a table, as
 //! JSON, or as a health check.
+//!
+//! A live worker is a file whose lock is held, whatever the file holds: one
+//! whose record cannot be read is listed with why, and counts for
+//! `--min-workers` (a probe must not restart a healthy pod over a damaged
+//! status). The directory is read under the scoreboard's one ownership rule
+//! (see [`Scoreboard::read_only`]): another user's board is read but never
+//! written, so dead workers' files are left to its owner.
 
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -8,8 +15,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result};
 use base64::Engine;
 
-use crate::render::{self, Columns, Row};
-use crate::scoreboard::{LiveWorker, Scoreboard};
+use crate::render::{self, BoardRow};
+use crate::scoreboard::{LiveWorker, Scoreboard, Status};
 
 /// What the caller asked of the board.
 #[derive(Debug, Clone, Copy)]
@@ -37,13 +44,23 @@ pub fn run(dir: &Path, query: Query) -> Result<bool> {
         json.push('\n');
         json
     } else {
-        let rows: Vec<Row> = workers.iter().map(|w| to_row(w, now)).collect();
-        let header = format!(
+        let rows: Vec<BoardRow> = workers.iter().map(|w| to_row(w, now)).collect();
+        let mut header = format!(
             "scoreboard {}: {} live worker(s)",
             dir.display(),
             workers.len()
         );
-        render::table(&header, &rows, Columns::Board)
+        let unreadable = workers.iter().filter(|w| w.status.unreadable().is_some());
+        match unreadable.count() {
+            0 => {}
+            n => header.push_str(&format!(", {n} with an unreadable status")),
+        }
+        if let Some(why) = board.read_only() {
+            header.push_str(&format!(
+                " (read-only: {why}; dead workers' files are left in place)"
+            ));
+        }
+        render::board_table(&header, &rows)
     };
     use std::io::Write;
     let mut out = std::io::stdout().lock();
@@ -67,12 +84,11 @@ fn sort_key(id: &str) -> (u64, &str) {
     (id.parse().unwrap_or(u64::MAX), id)
 }
 
-fn to_row(worker: &LiveWorker, now: SystemTime) -> Row {
-    Row {
+fn to_row(worker: &LiveWorker, now: SystemTime) -> BoardRow {
+    BoardRow {
         id: worker.id.clone(),
-        since_update: Some(now.duration_since(worker.updated).unwrap_or_default()),
+        since_update: now.duration_since(worker.updated).unwrap_or_default(),
         status: worker.status.clone(),
-        ..Row::default()
     }
 }
 
@@ -91,14 +107,17 @@ fn to_json(workers: &[LiveWorker], now: SystemTime) -> serde_json::Value {
             "id": w.id,
             "updated": updated,
             "age_secs": age,
-            "status": w.status.as_deref().map(String::from_utf8_lossy),
+            "status": w.status.written().map(String::from_utf8_lossy),
         });
         if let Ok(pid) = w.id.parse::<u32>() {
             entry["pid"] = pid.into();
         }
+        if let Status::Unreadable(why) = &w.status {
+            entry["unreadable"] = why.to_string().into();
+        }
         if let Some(status) = w
             .status
-            .as_deref()
+            .written()
             .filter(|s| std::str::from_utf8(s).is_err())
         {
             entry["status_base64"] = base64::engine::general_purpose::STANDARD

@@ -7,6 +7,7 @@ mod record_props;
 mod scoreboard_basic;
 mod scoreboard_fork;
 mod scoreboard_interop;
+mod scoreboard_liveness;
 mod scoreboard_safety;
 mod scoreboard_stress;
 
