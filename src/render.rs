@@ -8,7 +8,7 @@ use crate::scoreboard::Status;
 
 /// One line of the board. Fields the reader does not know are `None` and
 /// print as `-`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Row {
     pub slot: Option<usize>,
     pub id: String,
@@ -18,7 +18,7 @@ pub struct Row {
     pub restarts: Option<u64>,
     /// How the slot's previous worker ended.
     pub last_exit: Option<String>,
-    pub status: Option<Vec<u8>>,
+    pub status: Status,
 }
 
 /// One line of a board read from outside (`prefork status`): what any
@@ -52,7 +52,7 @@ pub fn table(header: &str, rows: &[Row], columns: Columns) -> String {
                 .map_or_else(dash, |d| format!("{} ago", secs(d))),
             row.restarts.map_or_else(dash, |r| r.to_string()),
             row.last_exit.clone().unwrap_or_else(dash),
-            row.status.as_deref().map_or_else(not_yet, escape),
+            status_cell(&row.status),
         ]
     });
     lines(header, cells, columns)
@@ -173,7 +173,11 @@ mod tests {
         let rows = [Row {
             slot: Some(0),
             id: "42".into(),
-            ..Row::default()
+            uptime: None,
+            since_update: None,
+            restarts: None,
+            last_exit: None,
+            status: Status::NotYet,
         }];
         let text = table("board", &rows, Columns::Supervisor);
         assert_eq!(text.lines().count(), 3);

@@ -158,3 +158,27 @@ fn the_scoreboard_option_has_its_key_too() {
     );
     assert!(stdout.contains("scoreboard_dir = \"/run/x\""), "{stdout}");
 }
+
+#[test]
+fn the_board_shows_why_a_live_worker_s_status_cannot_be_read() {
+    let sandbox = Sandbox::new();
+    // A record whose checksum is wrong (sixteen 0x01 bytes), written over
+    // the worker's own status file, which it keeps locked.
+    let checksum = "\\001".repeat(16);
+    let worker = sandbox.script(
+        "garbled.sh",
+        &format!(
+            r#"printf '{checksum}\000\000\000\002hi' 1<>"/proc/self/fd/$PREFORK_STATUS_FD"
+echo $$ >> "$DIR/ready"
+while :; do sleep 1 & wait $!; done"#
+        ),
+    );
+    let master = Running::start(&mut sandbox.prefork(&["-w", "1", "--", "sh", &worker]));
+    let pid = master.wait_ready(&sandbox, 1)[0];
+    let board = master.dump();
+    let row = board
+        .lines()
+        .find(|l| l.contains(&pid.to_string()))
+        .unwrap_or_else(|| panic!("no row for {pid}: {board}"));
+    assert!(row.contains("(unreadable: checksum mismatch"), "{board}");
+}

@@ -41,7 +41,8 @@ impl fmt::Display for Ended {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LastStatus {
     Never,
-    Unreadable,
+    /// Why it cannot be read.
+    Unreadable(String),
     Was(String),
 }
 
@@ -270,7 +271,7 @@ impl fmt::Display for Event {
                 let doing = match last {
                     LastStatus::Never => "it never wrote a status".to_string(),
                     LastStatus::Was(last) => format!("its last status: \"{last}\""),
-                    LastStatus::Unreadable => "its last status cannot be read".to_string(),
+                    LastStatus::Unreadable(why) => format!("its last status cannot be read: {why}"),
                 };
                 write!(
                     f,

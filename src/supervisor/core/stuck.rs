@@ -120,15 +120,19 @@ impl Pool {
 
     /// SIGTERM to the stuck worker's group (SIGKILL after the kill
     /// timeout), and its replacement in the same slot at once. `last`: its
-    /// last status as shown (escaped, bounded), if it could be read.
-    pub fn replace_stuck(&mut self, stuck: Silent, last: Option<String>, now: Instant) {
+    /// last status as shown (escaped, bounded), or why it cannot be read.
+    pub fn replace_stuck(&mut self, stuck: Silent, last: LastStatus, now: Instant) {
         let Some(slot) = self.slot_of(stuck.pid) else {
             return;
         };
-        let shown = match (&last, stuck.written) {
-            (_, false) => LastStatus::Never,
-            (Some(last), true) => LastStatus::Was(last.clone()),
-            (None, true) => LastStatus::Unreadable,
+        let shown = if stuck.written {
+            last
+        } else {
+            LastStatus::Never
+        };
+        let end = match &shown {
+            LastStatus::Was(status) => Ended::Stuck(Some(status.clone())),
+            _ => Ended::Stuck(None),
         };
         self.emit(Event::Stuck {
             pid: stuck.pid,
@@ -138,7 +142,7 @@ impl Pool {
             kill_timeout: self.config.kill_timeout,
             last: shown,
         });
-        self.slots[slot].ended(Ended::Stuck(last), now, &self.config.backoff);
+        self.slots[slot].ended(end, now, &self.config.backoff);
         self.retire(stuck.pid, None, self.config.kill_timeout, now);
     }
 }

@@ -9,6 +9,7 @@ use nix::unistd::Pid;
 
 use super::*;
 use crate::config::Config;
+use crate::supervisor::events::LastStatus;
 
 fn config(workers: usize, command: &str) -> Config {
     Config {
@@ -308,7 +309,8 @@ fn a_silent_worker_is_judged_stuck_unless_the_clocks_drifted() {
     h.run_effects();
     assert_eq!(h.logged(|e| matches!(e, Event::ClockSkew { .. })), 1);
     // Replaced in the same slot at once, the stuck one retired.
-    h.pool.replace_stuck(silent[0], Some("GET /".into()), h.now);
+    h.pool
+        .replace_stuck(silent[0], LastStatus::Was("GET /".into()), h.now);
     let replacement = h.tick();
     assert_eq!(replacement.len(), 1);
     assert_eq!(replacement[0].0, 0);

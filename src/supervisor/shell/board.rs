@@ -9,9 +9,9 @@ use std::time::Instant;
 use super::dump::shown_status;
 use super::Shell;
 use crate::render;
-use crate::scoreboard::Scoreboard;
+use crate::scoreboard::{Scoreboard, Status};
 use crate::supervisor::core::{Clocks, FileSeen, Observation};
-use crate::supervisor::events::Event;
+use crate::supervisor::events::{Event, LastStatus};
 use crate::supervisor::master_file::{self, ClaimError, MasterFile};
 
 impl Shell {
@@ -25,11 +25,11 @@ impl Shell {
             .map(|&(slot, pid)| self.observe(slot, pid))
             .collect();
         for silent in self.pool.judge(clocks, &seen) {
-            let last = self
-                .files
-                .get(&silent.pid)
-                .and_then(shown_status)
-                .map(|s| render::escape(&s));
+            let last = match self.files.get(&silent.pid).map(shown_status) {
+                Some(Status::Written(status)) => LastStatus::Was(render::escape(&status)),
+                Some(Status::Unreadable(why)) => LastStatus::Unreadable(why.to_string()),
+                Some(Status::NotYet) | None => LastStatus::Never,
+            };
             self.pool.replace_stuck(silent, last, Instant::now());
         }
         self.remove_unknown_dead_files();
