@@ -9,14 +9,16 @@
 //! (see [`Scoreboard::read_only`]): another user's board is read but never
 //! written, so dead workers' files are left to its owner.
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use base64::Engine;
 
-use crate::render::{self, BoardRow};
+use crate::render::{self, BoardRow, Columns, Row};
 use crate::scoreboard::{LiveWorker, Scoreboard, Status};
+use crate::supervisor::master_file;
 
 /// What the caller asked of the board.
 #[derive(Debug, Clone, Copy)]
@@ -38,18 +40,21 @@ pub fn run(dir: &Path, query: Query) -> Result<bool> {
         .with_context(|| format!("cannot read the scoreboard {}", dir.display()))?;
     workers.sort_by(|a, b| sort_key(&a.id).cmp(&sort_key(&b.id)));
     let now = SystemTime::now();
+    let master = master_file::read(dir).map(Master::from);
     let text = if query.json {
-        let mut json =
-            serde_json::to_string_pretty(&to_json(&workers, now)).expect("JSON of plain values");
+        let mut json = serde_json::to_string_pretty(&to_json(&workers, master.as_ref(), now))
+            .expect("JSON of plain values");
         json.push('\n');
         json
     } else {
-        let rows: Vec<BoardRow> = workers.iter().map(|w| to_row(w, now)).collect();
         let mut header = format!(
             "scoreboard {}: {} live worker(s)",
             dir.display(),
             workers.len()
         );
+        if let Some(master) = &master {
+            header.push_str(&format!("; {}", master.summary));
+        }
         let unreadable = workers.iter().filter(|w| w.status.unreadable().is_some());
         match unreadable.count() {
             0 => {}
@@ -60,7 +65,16 @@ pub fn run(dir: &Path, query: Query) -> Result<bool> {
                 " (read-only: {why}; dead workers' files are left in place)"
             ));
         }
-        render::board_table(&header, &rows)
+        match &master {
+            Some(master) => {
+                let rows: Vec<Row> = workers.iter().map(|w| master.row(w, now)).collect();
+                render::table(&header, &rows, Columns::Supervisor)
+            }
+            None => {
+                let rows: Vec<BoardRow> = workers.iter().map(|w| to_row(w, now)).collect();
+                render::board_table(&header, &rows)
+            }
+        }
     };
     use std::io::Write;
     let mut out = std::io::stdout().lock();
@@ -92,7 +106,79 @@ fn to_row(worker: &LiveWorker, now: SystemTime) -> BoardRow {
     }
 }
 
-fn to_json(workers: &[LiveWorker], now: SystemTime) -> serde_json::Value {
+/// What the board's master says of its slots (its `prefork.master` file),
+/// by pid: what the SIGUSR1 dump shows, read without a signal.
+struct Master {
+    summary: String,
+    pid: u64,
+    slots: HashMap<String, serde_json::Value>,
+}
+
+impl From<serde_json::Value> for Master {
+    fn from(snapshot: serde_json::Value) -> Master {
+        let number = |key: &str| snapshot.get(key).and_then(|v| v.as_u64()).unwrap_or(0);
+        let started = snapshot.get("started").and_then(|v| v.as_f64());
+        let uptime = started.map_or(0.0, |t| (unix_now() - t).max(0.0));
+        let phase = snapshot
+            .get("phase")
+            .and_then(|v| v.as_str())
+            .unwrap_or("?");
+        let slots: HashMap<String, serde_json::Value> = snapshot
+            .get("slots")
+            .and_then(|s| s.as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(|slot| Some((slot.get("pid")?.as_u64()?.to_string(), slot.clone())))
+            .collect();
+        let restarts: u64 = slots
+            .values()
+            .filter_map(|s| s.get("restarts")?.as_u64())
+            .sum();
+        Master {
+            summary: format!(
+                "master pid={} {phase}, workers={}/{}, restarts={restarts}, up {uptime:.0}s",
+                number("master_pid"),
+                number("live"),
+                number("workers"),
+            ),
+            pid: number("master_pid"),
+            slots,
+        }
+    }
+}
+
+impl Master {
+    fn slot(&self, worker: &LiveWorker) -> Option<&serde_json::Value> {
+        self.slots.get(&worker.id)
+    }
+
+    fn row(&self, worker: &LiveWorker, now: SystemTime) -> Row {
+        let slot = self.slot(worker);
+        let field = |key: &str| slot.and_then(|s| s.get(key));
+        Row {
+            slot: field("slot").and_then(|v| v.as_u64()).map(|v| v as usize),
+            id: worker.id.clone(),
+            uptime: field("since")
+                .and_then(|v| v.as_f64())
+                .map(|t| Duration::from_secs_f64((unix_now() - t).max(0.0))),
+            since_update: Some(now.duration_since(worker.updated).unwrap_or_default()),
+            restarts: field("restarts").and_then(|v| v.as_u64()),
+            last_exit: field("last_exit")
+                .and_then(|v| v.as_str())
+                .map(String::from),
+            status: worker.status.clone(),
+        }
+    }
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+}
+
+fn to_json(workers: &[LiveWorker], master: Option<&Master>, now: SystemTime) -> serde_json::Value {
     let entries = workers.iter().map(|w| {
         let updated = w
             .updated
@@ -111,6 +197,17 @@ fn to_json(workers: &[LiveWorker], now: SystemTime) -> serde_json::Value {
         });
         if let Ok(pid) = w.id.parse::<u32>() {
             entry["pid"] = pid.into();
+        }
+        if let Some(master) = master {
+            entry["master_pid"] = master.pid.into();
+            if let Some(slot) = master.slot(w) {
+                for key in ["slot", "state", "restarts", "last_exit"] {
+                    entry[key] = slot.get(key).cloned().unwrap_or_default();
+                }
+                if let Some(since) = slot.get("since").and_then(|v| v.as_f64()) {
+                    entry["uptime_secs"] = (unix_now() - since).max(0.0).into();
+                }
+            }
         }
         if let Status::Unreadable(why) = &w.status {
             entry["unreadable"] = why.to_string().into();

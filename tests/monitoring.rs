@@ -510,3 +510,43 @@ fn status_reads_another_users_board_read_only_which_the_master_refuses() {
     assert!(!String::from_utf8_lossy(&out.stdout).contains("read-only"));
     assert_eq!(util::names_in(&board), ["status_501"]);
 }
+
+#[test]
+fn status_shows_what_the_master_says_of_its_slots() {
+    let sandbox = Sandbox::new();
+    let worker = sandbox.worker("trap 'exit 0' TERM");
+    let master = sandbox.start_sh_workers(2, "5s", &worker);
+    let workers = master.wait_ready(&sandbox, 2);
+    // One restart, to see it counted.
+    crate::harness::signal(workers[0], Signal::SIGKILL);
+    master.wait_until("the replacement", || master.spawned().len() == 3);
+    let replacement = master.spawned()[2].0;
+    // The master rewrites its file within a tenth of a second of a change.
+    let mut table = String::new();
+    master.wait_until("status to show the restart", || {
+        let out = status(&sandbox.board(), &[]);
+        table = String::from_utf8_lossy(&out.stdout).into_owned();
+        table.contains(&format!("master pid={} running", master.pid()))
+            && table.contains("restarts=1")
+    });
+    let row = table
+        .lines()
+        .find(|l| l.contains(&replacement.to_string()))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(row.contains(" SIGKILL "), "the slot's last exit: {row}");
+    let out = status(&sandbox.board(), &["--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let entry = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["pid"] == replacement)
+        .unwrap_or_else(|| panic!("{json}"));
+    assert_eq!(entry["master_pid"], master.pid());
+    assert_eq!(entry["restarts"], 1);
+    assert_eq!(entry["state"], "running");
+    assert!(
+        entry["slot"].is_u64() && entry["uptime_secs"].is_f64(),
+        "{entry}"
+    );
+}

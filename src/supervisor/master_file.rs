@@ -96,14 +96,46 @@ impl MasterFile {
 
 /// The pid in a claimed file's snapshot, if it reads back whole.
 fn read_pid(file: &File) -> Option<u32> {
-    use std::os::unix::fs::FileExt;
-    let mut buf = vec![0u8; 64 * 1024];
-    let n = file.read_at(&mut buf, 0).ok()?;
-    let record::Parsed::Valid(json) = record::parse(&buf[..n]) else {
-        return None;
-    };
-    let value: serde_json::Value = serde_json::from_slice(json).ok()?;
+    let value = read_snapshot(file)?;
     value.get("master_pid")?.as_u64().map(|p| p as u32)
+}
+
+/// A full board of 4096 slots fits several times over.
+const MAX_SNAPSHOT: usize = 4 << 20;
+
+/// The snapshot in a master file, if it reads back whole (a torn read, the
+/// master rewriting it, is tried again a few times).
+fn read_snapshot(file: &File) -> Option<serde_json::Value> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; MAX_SNAPSHOT];
+    for _ in 0..scoreboard::READ_ATTEMPTS {
+        let n = file.read_at(&mut buf, 0).ok()?;
+        if let record::Parsed::Valid(json) = record::parse(&buf[..n]) {
+            return serde_json::from_slice(json).ok();
+        }
+    }
+    None
+}
+
+/// The running master's snapshot on the board in `dir`, for `prefork
+/// status`: `None` without a master file, when its master is gone (nobody
+/// holds its lock), or when it cannot be read. Never blocks: the file is
+/// opened without following a symlink nor waiting on a FIFO.
+pub fn read(dir: &Path) -> Option<serde_json::Value> {
+    let file = File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(dir.join(NAME))
+        .ok()?;
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
+    // A lock we can take means a master that is gone: its snapshot is stale.
+    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockSharedNonblock) {
+        Ok(_released_on_drop) => None,
+        Err((file, nix::errno::Errno::EWOULDBLOCK)) => read_snapshot(&file),
+        Err(_) => None,
+    }
 }
 
 /// The snapshot as JSON: times as Unix seconds, so that any reader can use

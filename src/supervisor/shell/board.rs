@@ -43,6 +43,8 @@ impl Shell {
 
     /// The pool's snapshot into the master file, for `prefork status`.
     pub(in crate::supervisor) fn publish(&mut self) {
+        self.unpublished = false;
+        self.published = Instant::now();
         let snapshot = self.snapshot();
         if let Err(e) = self.master_file.publish(&snapshot, Instant::now()) {
             self.pool.emit(Event::BoardProblem {

@@ -52,7 +52,15 @@ pub struct Shell {
     pub(super) stdout: Sink,
     /// The board's directory is gone and could not be made again (said once).
     pub(super) board_lost: bool,
+    /// The pool changed since the master file was last written, and when
+    /// that was: it is rewritten at most every [`PUBLISH_EVERY`].
+    pub(super) unpublished: bool,
+    pub(super) published: Instant,
 }
+
+/// How fresh `prefork status` sees the pool, at most: a burst of spawns or
+/// exits rewrites the master file once, not once per event.
+const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 
 impl Shell {
     pub(super) fn new(
@@ -76,6 +84,8 @@ impl Shell {
             starting: Vec::new(),
             stdout: Sink::open(1, "standard output", BOARD_CAPACITY),
             board_lost: false,
+            unpublished: false,
+            published: Instant::now(),
         }
     }
 
@@ -110,6 +120,9 @@ impl Shell {
                 self.check_board();
             }
             self.apply_effects();
+            if self.unpublished && self.published.elapsed() >= PUBLISH_EVERY {
+                self.publish();
+            }
         }
     }
 
@@ -125,6 +138,11 @@ impl Shell {
             if effects.iter().any(|e| matches!(e, Effect::Spawn { .. })) {
                 self.ensure_board();
             }
+            // What changes the pool, not a debug line (an idle master's
+            // board check must not cost a second wake-up).
+            self.unpublished |= effects
+                .iter()
+                .any(|e| !matches!(e, Effect::Log(event) if event.level() == log::Level::Debug));
             for effect in effects {
                 match effect {
                     Effect::Spawn { slot, spec } => {
@@ -154,7 +172,12 @@ impl Shell {
     /// writes what the sinks hold where `poll` says it can. Returns the
     /// exec pipes that became readable.
     fn wait_for_events(&mut self) -> Vec<RawFd> {
-        let timeout = match self.pool.next_deadline() {
+        let publish = self.unpublished.then(|| self.published + PUBLISH_EVERY);
+        let deadline = match (self.pool.next_deadline(), publish) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let timeout = match deadline {
             None => PollTimeout::NONE,
             Some(at) => {
                 let left = at.saturating_duration_since(Instant::now());
