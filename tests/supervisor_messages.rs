@@ -182,3 +182,27 @@ while :; do sleep 1 & wait $!; done"#
         .unwrap_or_else(|| panic!("no row for {pid}: {board}"));
     assert!(row.contains("(unreadable: checksum mismatch"), "{board}");
 }
+
+#[test]
+fn a_working_directory_that_went_away_is_named_as_such() {
+    let sandbox = Sandbox::new();
+    let worker = sandbox.worker("");
+    let workdir = sandbox.join("workdir");
+    std::fs::create_dir(&workdir).unwrap();
+    let master = Running::start(&mut sandbox.prefork(&[
+        "-w",
+        "1",
+        "--working-directory",
+        &workdir,
+        "--",
+        "sh",
+        &worker,
+    ]));
+    let pid = master.wait_ready(&sandbox, 1)[0];
+    std::fs::remove_dir(&workdir).unwrap();
+    crate::harness::signal(pid, nix::sys::signal::Signal::SIGKILL);
+    let expected = format!("cannot enter working directory {workdir}: No such file or directory");
+    master.wait_until("the respawn's failure, naming the directory", || {
+        master.stderr().contains(&expected)
+    });
+}
