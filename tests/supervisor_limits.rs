@@ -3,6 +3,7 @@
 //! the soft limit prefork was started with.
 
 use std::os::unix::process::CommandExt;
+use std::process::Command;
 
 use nix::sys::resource::{setrlimit, Resource};
 
@@ -67,7 +68,24 @@ fn a_fork_refused_by_the_process_limit_says_so() {
         .expect("a nobody user");
     nix::unistd::chown(&board, Some(nobody.uid), Some(nobody.gid)).unwrap();
     let worker = sandbox.script("idle.sh", "exec sleep 1000");
-    let mut cmd = sandbox.prefork(&["-w", "3", "--", "sh", &worker]);
+    // A copy nobody can run wherever the checkout is (under /root, say).
+    let binary = sandbox.path().join("prefork");
+    {
+        // No other test's fork may hold the copy open for writing when it
+        // is run (ETXTBSY).
+        let _forking = crate::util::fork_lock();
+        std::fs::copy(env!("CARGO_BIN_EXE_prefork"), &binary).unwrap();
+    }
+    let mut cmd = Command::new(&binary);
+    cmd.env("DIR", sandbox.path()).args([
+        "--scoreboard",
+        board.to_str().unwrap(),
+        "-w",
+        "3",
+        "--",
+        "sh",
+        &worker,
+    ]);
     cmd.uid(nobody.uid.as_raw()).gid(nobody.gid.as_raw());
     // SAFETY: setrlimit is a system call, async-signal-safe. It runs before
     // std drops root (the uid change comes after pre_exec), which is fine:
