@@ -44,6 +44,10 @@ fn fail(e: &anyhow::Error) -> ExitCode {
 /// `prefork check`: the effective configuration, or what is wrong with it.
 fn check(source: config::Source) -> Result<()> {
     let config = source.load()?;
+    let spec = supervisor::spec::WorkerSpec::of(&config);
+    if let Err(why) = supervisor::spawn::preflight(&spec) {
+        return Err(ConfigError(format!("cannot run `{}`: {why}", spec.command_line())).into());
+    }
     print!("{}", config::render(&config));
     Ok(())
 }

@@ -4,9 +4,11 @@
 use std::fmt::Write;
 use std::time::Duration;
 
+use crate::scoreboard::Status;
+
 /// One line of the board. Fields the reader does not know are `None` and
 /// print as `-`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Row {
     pub slot: Option<usize>,
     pub id: String,
@@ -16,7 +18,17 @@ pub struct Row {
     pub restarts: Option<u64>,
     /// How the slot's previous worker ended.
     pub last_exit: Option<String>,
-    pub status: Option<Vec<u8>>,
+    pub status: Status,
+}
+
+/// One line of a board read from outside (`prefork status`): what any
+/// reader of a board knows.
+#[derive(Debug, Clone)]
+pub struct BoardRow {
+    pub id: String,
+    /// Time since the worker last wrote its file (or created it).
+    pub since_update: Duration,
+    pub status: Status,
 }
 
 /// Which columns a table has.
@@ -30,9 +42,57 @@ pub enum Columns {
 
 /// A header line, then one aligned line per row.
 pub fn table(header: &str, rows: &[Row], columns: Columns) -> String {
+    let dash = || "-".to_string();
+    let cells = rows.iter().map(|row| {
+        [
+            row.slot.map_or_else(dash, |s| s.to_string()),
+            row.id.clone(),
+            row.uptime.map_or_else(dash, secs),
+            row.since_update
+                .map_or_else(dash, |d| format!("{} ago", secs(d))),
+            row.restarts.map_or_else(dash, |r| r.to_string()),
+            row.last_exit.clone().unwrap_or_else(dash),
+            status_cell(&row.status),
+        ]
+    });
+    lines(header, cells, columns)
+}
+
+/// The `prefork status` table: a header line, then one aligned line per
+/// live worker, whatever its file holds.
+pub fn board_table(header: &str, rows: &[BoardRow]) -> String {
+    let dash = || "-".to_string();
+    let cells = rows.iter().map(|row| {
+        [
+            dash(),
+            row.id.clone(),
+            dash(),
+            format!("{} ago", secs(row.since_update)),
+            dash(),
+            dash(),
+            status_cell(&row.status),
+        ]
+    });
+    lines(header, cells, Columns::Board)
+}
+
+/// What the STATUS column says of a status as a reader found it: the status
+/// escaped, `(no status yet)`, or `(unreadable: why)`.
+pub fn status_cell(status: &Status) -> String {
+    match status {
+        Status::Written(bytes) => escape(bytes),
+        Status::NotYet => not_yet(),
+        Status::Unreadable(why) => format!("(unreadable: {why})"),
+    }
+}
+
+fn not_yet() -> String {
+    "(no status yet)".to_string()
+}
+
+fn lines(header: &str, rows: impl Iterator<Item = [String; 7]>, columns: Columns) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "{header}");
-    let dash = || "-".to_string();
     let line = |out: &mut String, cells: [String; 7]| {
         let [slot, id, uptime, update, restarts, exit, status] = cells;
         let _ = match columns {
@@ -61,22 +121,8 @@ pub fn table(header: &str, rows: &[Row], columns: Columns) -> String {
     ]
     .map(String::from);
     line(&mut out, titles);
-    for row in rows {
-        line(
-            &mut out,
-            [
-                row.slot.map_or_else(dash, |s| s.to_string()),
-                row.id.clone(),
-                row.uptime.map_or_else(dash, secs),
-                row.since_update
-                    .map_or_else(dash, |d| format!("{} ago", secs(d))),
-                row.restarts.map_or_else(dash, |r| r.to_string()),
-                row.last_exit.clone().unwrap_or_else(dash),
-                row.status
-                    .as_deref()
-                    .map_or_else(|| "(no status yet)".to_string(), escape),
-            ],
-        );
+    for cells in rows {
+        line(&mut out, cells);
     }
     out
 }
@@ -127,12 +173,30 @@ mod tests {
         let rows = [Row {
             slot: Some(0),
             id: "42".into(),
-            ..Row::default()
+            uptime: None,
+            since_update: None,
+            restarts: None,
+            last_exit: None,
+            status: Status::NotYet,
         }];
         let text = table("board", &rows, Columns::Supervisor);
         assert_eq!(text.lines().count(), 3);
         assert!(
             text.contains("42") && text.contains("(no status yet)"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn an_unreadable_status_says_why() {
+        let rows = [BoardRow {
+            id: "7".into(),
+            since_update: Duration::from_secs(2),
+            status: Status::Unreadable(crate::scoreboard::Unreadable::ChecksumMismatch),
+        }];
+        let text = board_table("board", &rows);
+        assert!(
+            text.contains("(unreadable: checksum mismatch in 10 reads)"),
             "{text}"
         );
     }

@@ -1,15 +1,24 @@
 //! `prefork status`: the board of a running prefork (or of any program using
 //! Parallel::Scoreboard) read from outside, without signals: as a table, as
 //! JSON, or as a health check.
+//!
+//! A live worker is a file whose lock is held, whatever the file holds: one
+//! whose record cannot be read is listed with why, and counts for
+//! `--min-workers` (a probe must not restart a healthy pod over a damaged
+//! status). The directory is read under the scoreboard's one ownership rule
+//! (see [`Scoreboard::read_only`]): another user's board is read but never
+//! written, so dead workers' files are left to its owner.
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use base64::Engine;
 
-use crate::render::{self, Columns, Row};
-use crate::scoreboard::{LiveWorker, Scoreboard};
+use crate::render::{self, BoardRow, Columns, Row};
+use crate::scoreboard::{LiveWorker, Scoreboard, Status};
+use crate::supervisor::master_file;
 
 /// What the caller asked of the board.
 #[derive(Debug, Clone, Copy)]
@@ -31,19 +40,41 @@ pub fn run(dir: &Path, query: Query) -> Result<bool> {
         .with_context(|| format!("cannot read the scoreboard {}", dir.display()))?;
     workers.sort_by(|a, b| sort_key(&a.id).cmp(&sort_key(&b.id)));
     let now = SystemTime::now();
+    let master = master_file::read(dir).map(Master::from);
     let text = if query.json {
-        let mut json =
-            serde_json::to_string_pretty(&to_json(&workers, now)).expect("JSON of plain values");
+        let mut json = serde_json::to_string_pretty(&to_json(&workers, master.as_ref(), now))
+            .expect("JSON of plain values");
         json.push('\n');
         json
     } else {
-        let rows: Vec<Row> = workers.iter().map(|w| to_row(w, now)).collect();
-        let header = format!(
+        let mut header = format!(
             "scoreboard {}: {} live worker(s)",
             dir.display(),
             workers.len()
         );
-        render::table(&header, &rows, Columns::Board)
+        if let Some(master) = &master {
+            header.push_str(&format!("; {}", master.summary));
+        }
+        let unreadable = workers.iter().filter(|w| w.status.unreadable().is_some());
+        match unreadable.count() {
+            0 => {}
+            n => header.push_str(&format!(", {n} with an unreadable status")),
+        }
+        if let Some(why) = board.read_only() {
+            header.push_str(&format!(
+                " (read-only: {why}; dead workers' files are left in place)"
+            ));
+        }
+        match &master {
+            Some(master) => {
+                let rows: Vec<Row> = workers.iter().map(|w| master.row(w, now)).collect();
+                render::table(&header, &rows, Columns::Supervisor)
+            }
+            None => {
+                let rows: Vec<BoardRow> = workers.iter().map(|w| to_row(w, now)).collect();
+                render::board_table(&header, &rows)
+            }
+        }
     };
     use std::io::Write;
     let mut out = std::io::stdout().lock();
@@ -67,16 +98,87 @@ fn sort_key(id: &str) -> (u64, &str) {
     (id.parse().unwrap_or(u64::MAX), id)
 }
 
-fn to_row(worker: &LiveWorker, now: SystemTime) -> Row {
-    Row {
+fn to_row(worker: &LiveWorker, now: SystemTime) -> BoardRow {
+    BoardRow {
         id: worker.id.clone(),
-        since_update: Some(now.duration_since(worker.updated).unwrap_or_default()),
+        since_update: now.duration_since(worker.updated).unwrap_or_default(),
         status: worker.status.clone(),
-        ..Row::default()
     }
 }
 
-fn to_json(workers: &[LiveWorker], now: SystemTime) -> serde_json::Value {
+/// What the board's master says of its slots (its `prefork.master` file),
+/// by pid: what the SIGUSR1 dump shows, read without a signal.
+struct Master {
+    summary: String,
+    pid: u64,
+    slots: HashMap<String, serde_json::Value>,
+}
+
+impl From<serde_json::Value> for Master {
+    fn from(snapshot: serde_json::Value) -> Master {
+        let number = |key: &str| snapshot.get(key).and_then(|v| v.as_u64()).unwrap_or(0);
+        let started = snapshot.get("started").and_then(|v| v.as_f64());
+        let uptime = started.map_or(0.0, |t| (unix_now() - t).max(0.0));
+        let phase = snapshot
+            .get("phase")
+            .and_then(|v| v.as_str())
+            .unwrap_or("?");
+        let slots: HashMap<String, serde_json::Value> = snapshot
+            .get("slots")
+            .and_then(|s| s.as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(|slot| Some((slot.get("pid")?.as_u64()?.to_string(), slot.clone())))
+            .collect();
+        let restarts: u64 = slots
+            .values()
+            .filter_map(|s| s.get("restarts")?.as_u64())
+            .sum();
+        Master {
+            summary: format!(
+                "master pid={} {phase}, workers={}/{}, restarts={restarts}, up {uptime:.0}s",
+                number("master_pid"),
+                number("live"),
+                number("workers"),
+            ),
+            pid: number("master_pid"),
+            slots,
+        }
+    }
+}
+
+impl Master {
+    fn slot(&self, worker: &LiveWorker) -> Option<&serde_json::Value> {
+        self.slots.get(&worker.id)
+    }
+
+    fn row(&self, worker: &LiveWorker, now: SystemTime) -> Row {
+        let slot = self.slot(worker);
+        let field = |key: &str| slot.and_then(|s| s.get(key));
+        Row {
+            slot: field("slot").and_then(|v| v.as_u64()).map(|v| v as usize),
+            id: worker.id.clone(),
+            uptime: field("since")
+                .and_then(|v| v.as_f64())
+                .map(|t| Duration::from_secs_f64((unix_now() - t).max(0.0))),
+            since_update: Some(now.duration_since(worker.updated).unwrap_or_default()),
+            restarts: field("restarts").and_then(|v| v.as_u64()),
+            last_exit: field("last_exit")
+                .and_then(|v| v.as_str())
+                .map(String::from),
+            status: worker.status.clone(),
+        }
+    }
+}
+
+fn unix_now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+}
+
+fn to_json(workers: &[LiveWorker], master: Option<&Master>, now: SystemTime) -> serde_json::Value {
     let entries = workers.iter().map(|w| {
         let updated = w
             .updated
@@ -91,14 +193,28 @@ fn to_json(workers: &[LiveWorker], now: SystemTime) -> serde_json::Value {
             "id": w.id,
             "updated": updated,
             "age_secs": age,
-            "status": w.status.as_deref().map(String::from_utf8_lossy),
+            "status": w.status.written().map(String::from_utf8_lossy),
         });
         if let Ok(pid) = w.id.parse::<u32>() {
             entry["pid"] = pid.into();
         }
+        if let Some(master) = master {
+            entry["master_pid"] = master.pid.into();
+            if let Some(slot) = master.slot(w) {
+                for key in ["slot", "state", "restarts", "last_exit"] {
+                    entry[key] = slot.get(key).cloned().unwrap_or_default();
+                }
+                if let Some(since) = slot.get("since").and_then(|v| v.as_f64()) {
+                    entry["uptime_secs"] = (unix_now() - since).max(0.0).into();
+                }
+            }
+        }
+        if let Status::Unreadable(why) = &w.status {
+            entry["unreadable"] = why.to_string().into();
+        }
         if let Some(status) = w
             .status
-            .as_deref()
+            .written()
             .filter(|s| std::str::from_utf8(s).is_err())
         {
             entry["status_base64"] = base64::engine::general_purpose::STANDARD

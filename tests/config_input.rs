@@ -93,7 +93,7 @@ fn a_fifo_is_refused_at_once_not_waited_on() {
 fn a_symlink_to_a_regular_file_is_read() {
     let sandbox = Sandbox::new();
     let file = sandbox.join("real.toml");
-    std::fs::write(&file, "command = [\"./worker\"]\nworkers = 3\n").unwrap();
+    std::fs::write(&file, "command = [\"true\"]\nworkers = 3\n").unwrap();
     let link = symlink(&sandbox, "prefork.toml", &file);
     let out = check(&sandbox, &link);
     assert_eq!(out.code, Some(0), "{}", out.stderr);
@@ -127,7 +127,7 @@ fn a_file_over_the_limit_is_refused_and_one_at_it_is_read() {
     let limit = MAX_FILE_SIZE as usize;
     assert_eq!(limit, 1 << 20, "the README says 1 MiB");
     // A valid config padded with a comment to exactly the limit, then one byte more.
-    let head = "command = [\"./worker\"]\n#";
+    let head = "command = [\"true\"]\n#";
     let at_limit = format!("{head}{}\n", "x".repeat(limit - head.len() - 1));
     assert_eq!(at_limit.len(), limit);
     let path = sandbox.join("at-limit.toml");
@@ -210,7 +210,7 @@ fn bad_values_say_what_is_expected() {
             "--graceful-timeout",
             "0.25",
             "--",
-            "x",
+            "true",
         ],
     );
     assert_eq!(out.code, Some(0), "{}", out.stderr);

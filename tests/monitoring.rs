@@ -373,3 +373,258 @@ fn a_shell_worker_that_never_reports_is_supervised_and_stops_quietly() {
         master.report("stray \"Terminated\"")
     );
 }
+
+/// A board whose workers' records cannot be read: forked children hold the
+/// locks of hand-made files (issue 11), next to one worker that reads fine.
+fn board_with_damaged_records() -> (tempfile::TempDir, PathBuf, util::ChildGuard) {
+    let (dir, board, mut guard) = board_with(&[b"fine"]);
+    let forking = util::fork_lock();
+    let mut corrupt = prefork::scoreboard::record::encode(b"busy");
+    corrupt[0] ^= 0xff;
+    util::held_by_child(
+        &forking,
+        &mut guard,
+        &util::status_path(&board, 1_000_001),
+        &corrupt,
+    );
+    util::held_by_child(
+        &forking,
+        &mut guard,
+        &util::status_path(&board, 1_000_002),
+        b"7 bytes",
+    );
+    (dir, board, guard)
+}
+
+#[test]
+fn status_lists_live_workers_whose_records_cannot_be_read() {
+    let (_dir, board, _guard) = board_with_damaged_records();
+    let out = status(&board, &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.lines()
+            .next()
+            .unwrap()
+            .contains("3 live worker(s), 2 with an unreadable status"),
+        "{text}"
+    );
+    assert!(text.contains("fine"), "{text}");
+    let line = |id: u32| {
+        text.lines()
+            .find(|l| l.trim_start().starts_with(&id.to_string()))
+            .unwrap_or_else(|| panic!("no line for {id}: {text}"))
+    };
+    assert!(
+        line(1_000_001).ends_with("(unreadable: checksum mismatch in 10 reads)"),
+        "{text}"
+    );
+    assert!(
+        line(1_000_002)
+            .ends_with("(unreadable: file of 7 bytes, shorter than a record header (20))"),
+        "{text}"
+    );
+
+    let out = status(&board, &["--json"]);
+    assert!(out.status.success());
+    let workers: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let workers = workers.as_array().expect("an array");
+    assert_eq!(workers.len(), 3, "{workers:?}");
+    let by_pid = |pid: u64| {
+        workers
+            .iter()
+            .find(|w| w["pid"] == pid)
+            .unwrap_or_else(|| panic!("no worker {pid}: {workers:?}"))
+    };
+    let corrupt = by_pid(1_000_001);
+    assert!(corrupt["status"].is_null(), "{corrupt}");
+    assert_eq!(corrupt["unreadable"], "checksum mismatch in 10 reads");
+    assert!(by_pid(1_000_002)["unreadable"]
+        .as_str()
+        .is_some_and(|why| why.contains("shorter than a record header")));
+    let fine = workers.iter().find(|w| w["status"] == "fine").unwrap();
+    assert!(fine.get("unreadable").is_none(), "{fine}");
+}
+
+#[test]
+fn status_min_workers_counts_workers_whose_records_cannot_be_read() {
+    let (_dir, board, _guard) = board_with_damaged_records();
+    assert_eq!(
+        status(&board, &["--min-workers", "3"]).status.code(),
+        Some(0)
+    );
+    let out = status(&board, &["--min-workers", "4"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("3 live worker(s)"));
+
+    // One live worker, with nothing readable: the pod is alive.
+    let dir = util::tempdir();
+    let mut guard = util::ChildGuard::new();
+    let forking = util::fork_lock();
+    let mut torn = prefork::scoreboard::record::encode(&[b'x'; 4096]);
+    torn.truncate(1000);
+    util::held_by_child(
+        &forking,
+        &mut guard,
+        &util::status_path(dir.path(), 77),
+        &torn,
+    );
+    drop(forking);
+    let out = status(dir.path(), &["--min-workers", "1"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains(
+        "(unreadable: record cut short: its header announces 4116 bytes, the file has 1000)"
+    ));
+}
+
+#[test]
+fn status_lists_a_worker_whose_status_is_above_the_readers_limit() {
+    let dir = util::tempdir();
+    let mut guard = util::ChildGuard::new();
+    let forking = util::fork_lock();
+    // A real 100 MiB record, sparse: the reader must not read it, only say so.
+    let len: u64 = 100 << 20;
+    let path = util::status_path(dir.path(), 88);
+    let mut header = prefork::scoreboard::record::encode(b"");
+    header[16..20].copy_from_slice(&(len as u32).to_be_bytes());
+    std::fs::write(&path, &header).unwrap();
+    let file = std::fs::File::options().write(true).open(&path).unwrap();
+    file.set_len(20 + len).unwrap();
+    util::hold_in_child(&forking, &mut guard, file);
+    drop(forking);
+
+    let out = status(dir.path(), &["--min-workers", "1"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains(
+            "(unreadable: status of 104857600 bytes, above the reader's limit of 67108864)"
+        ),
+        "{text}"
+    );
+}
+
+/// A board directory given to another user (`nobody`), with a live worker
+/// and a dead worker's file in it.
+fn foreign_board(guard: &mut util::ChildGuard) -> (tempfile::TempDir, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = util::tempdir();
+    let board = dir.path().join("board");
+    std::fs::create_dir(&board).unwrap();
+    std::fs::set_permissions(&board, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let forking = util::fork_lock();
+    let record = prefork::scoreboard::record::encode;
+    util::held_by_child(
+        &forking,
+        guard,
+        &util::status_path(&board, 501),
+        &record(b"up"),
+    );
+    std::fs::write(util::status_path(&board, 502), record(b"gone")).unwrap();
+    std::os::unix::fs::chown(&board, Some(65534), Some(65534)).unwrap();
+    (dir, board)
+}
+
+#[test]
+fn status_reads_another_users_board_read_only_which_the_master_refuses() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: giving a directory to another user needs root");
+        return;
+    }
+    let mut guard = util::ChildGuard::new();
+    let (_dir, board) = foreign_board(&mut guard);
+
+    let out = status(&board, &["--min-workers", "1"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let header = text.lines().next().unwrap();
+    assert!(header.contains("1 live worker(s)"), "{text}");
+    assert!(
+        header.contains("read-only: it is owned by uid 65534 and we run as uid 0"),
+        "{text}"
+    );
+    assert!(text.contains("up") && !text.contains("gone"), "{text}");
+    assert_eq!(
+        util::names_in(&board),
+        ["status_501", "status_502"],
+        "nothing is removed from another user's board"
+    );
+
+    // The master, which writes, refuses the same directory, and says why.
+    let mut master = Command::new(PREFORK)
+        .args([
+            "-w",
+            "1",
+            "-d",
+            board.to_str().unwrap(),
+            "--",
+            "sleep",
+            "30",
+        ])
+        .process_group(0)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start prefork");
+    let mut err = master.stderr.take().unwrap();
+    let pid = guard.add_group(master);
+    let ended = guard.wait_exit(pid, util::deadline());
+    assert!(
+        matches!(ended, nix::sys::wait::WaitStatus::Exited(_, code) if code != 0),
+        "{ended:?}"
+    );
+    let mut message = String::new();
+    std::io::Read::read_to_string(&mut err, &mut message).unwrap();
+    assert!(message.contains("owned by uid 65534"), "{message}");
+    assert_eq!(util::names_in(&board), ["status_501", "status_502"]);
+
+    // Our own again: status removes the dead worker's file, as before.
+    std::os::unix::fs::chown(&board, Some(0), Some(0)).unwrap();
+    let out = status(&board, &[]);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("read-only"));
+    assert_eq!(util::names_in(&board), ["status_501"]);
+}
+
+#[test]
+fn status_shows_what_the_master_says_of_its_slots() {
+    let sandbox = Sandbox::new();
+    let worker = sandbox.worker("trap 'exit 0' TERM");
+    let master = sandbox.start_sh_workers(2, "5s", &worker);
+    let workers = master.wait_ready(&sandbox, 2);
+    // One restart, to see it counted.
+    crate::harness::signal(workers[0], Signal::SIGKILL);
+    master.wait_until("the replacement", || master.spawned().len() == 3);
+    let replacement = master.spawned()[2].0;
+    // The master rewrites its file within a tenth of a second of a change.
+    let mut table = String::new();
+    master.wait_until("status to show the restart", || {
+        let out = status(&sandbox.board(), &[]);
+        table = String::from_utf8_lossy(&out.stdout).into_owned();
+        table.contains(&format!("master pid={} running", master.pid()))
+            && table.contains("restarts=1")
+    });
+    let row = table
+        .lines()
+        .find(|l| l.contains(&replacement.to_string()))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(row.contains(" SIGKILL "), "the slot's last exit: {row}");
+    let out = status(&sandbox.board(), &["--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let entry = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["pid"] == replacement)
+        .unwrap_or_else(|| panic!("{json}"));
+    assert_eq!(entry["master_pid"], master.pid());
+    assert_eq!(entry["restarts"], 1);
+    assert_eq!(entry["state"], "running");
+    assert!(
+        entry["slot"].is_u64() && entry["uptime_secs"].is_f64(),
+        "{entry}"
+    );
+}

@@ -78,20 +78,24 @@ fn usr1_prints_one_line_per_worker_with_its_pid_and_status() {
 #[test]
 fn the_master_shows_a_kibibyte_of_a_huge_status() {
     let sandbox = Sandbox::new();
-    let script = sandbox.join("huge.py");
-    std::fs::write(
-        &script,
-        r#"import hashlib, os, struct, time
-status = b"huge " + b"x" * (4 << 20)
-record = hashlib.md5(status).digest() + struct.pack(">I", len(status)) + status
-os.pwrite(int(os.environ["PREFORK_STATUS_FD"]), record, 0)
-with open(os.path.join(os.environ["DIR"], "ready"), "a") as ready:
-    ready.write(f"{os.getpid()}\n")
-while True:
-    time.sleep(1)
-"#,
-    )
-    .expect("write the worker");
+    // The record is encoded here and the worker, a shell script, copies it
+    // over the start of its status file (through a descriptor of its own:
+    // offset 0, the lock left alone). It rewrites it until the test has
+    // checked the dump, and only then falls silent: the stuck judgement
+    // comes after, however slowly a loaded machine starts the worker (a
+    // Python worker building the record took longer than the timeout, and
+    // was judged stuck before it had written anything).
+    let status = [b"huge ".as_slice(), &[b'x'; 4 << 20]].concat();
+    let record = prefork::scoreboard::record::encode(&status);
+    std::fs::write(sandbox.path().join("huge.rec"), record).expect("write the record");
+    let script = sandbox.script(
+        "huge.sh",
+        r#"put() { cat "$DIR/huge.rec" 1<>"/proc/self/fd/$PREFORK_STATUS_FD"; }
+put
+echo $$ >> "$DIR/ready"
+while [ ! -e "$DIR/silence" ]; do sleep 0.1; put; done
+while :; do sleep 1; done"#,
+    );
     let options = [
         "-w",
         "1",
@@ -102,7 +106,7 @@ while True:
         "--kill-timeout",
         "300ms",
         "--",
-        crate::harness::python3(),
+        "sh",
         &script,
     ];
     let master = Running::start(&mut sandbox.prefork(&options));
@@ -117,6 +121,7 @@ while True:
         &row[..row.len().min(200)]
     );
     // It never writes again: stuck, and its last status said in a line.
+    std::fs::write(sandbox.path().join("silence"), b"").expect("silence the worker");
     master.wait_until("the stuck worker's replacement", || {
         master.spawned().iter().any(|&(pid, _)| pid != first)
     });

@@ -232,6 +232,30 @@ pub fn locked_file(path: &Path, contents: &[u8]) -> File {
     file
 }
 
+/// Makes a forked child the only holder of `file`'s lock, as a live worker
+/// holds its status file, whatever the file holds: the lock is taken here,
+/// the child inherits the open file (and so the lock) and pauses, and our
+/// own copy is closed. Killing the child (through `kids`) releases it.
+pub fn hold_in_child(forking: &MutexGuard<'static, ()>, kids: &mut ChildGuard, file: File) -> Pid {
+    let ret = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    assert_eq!(ret, 0, "lock a planted file");
+    let child = fork_child(forking, kids, || block_until_killed());
+    drop(file);
+    child
+}
+
+/// Creates `path` holding `contents`, then [`hold_in_child`].
+pub fn held_by_child(
+    forking: &MutexGuard<'static, ()>,
+    kids: &mut ChildGuard,
+    path: &Path,
+    contents: &[u8],
+) -> Pid {
+    std::fs::write(path, contents).expect("write a planted file");
+    let file = File::open(path).expect("open a planted file");
+    hold_in_child(forking, kids, file)
+}
+
 /// The names in `dir`, sorted: to say which status files exist.
 pub fn names_in(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)

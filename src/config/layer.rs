@@ -76,7 +76,8 @@ layer! {
             visible_alias = "scoreboard-dir",
             value_name = "DIR"
         )]
-        #[serde(with = "value::path")]
+        // `scoreboard` too, as the option is spelled.
+        #[serde(with = "value::path", alias = "scoreboard")]
         pub scoreboard_dir: Option<PathBuf>,
 
         /// How long a shutdown waits after SIGTERM before SIGKILL [default: 30s]
@@ -125,6 +126,12 @@ layer! {
         #[arg(long, value_name = "DURATION", value_parser = value::duration::parse)]
         #[serde(with = "value::duration")]
         pub backoff_max: Option<Duration>,
+
+        /// Stop a worker's descendant that left its process group (double
+        /// fork and setsid) as soon as the master adopts it, rather than
+        /// when the master stops [default: false]
+        #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+        pub kill_orphans: Option<bool>,
     }
 }
 
@@ -168,6 +175,7 @@ impl Layer {
             min_uptime,
             backoff_initial,
             backoff_max,
+            kill_orphans,
         } = self;
         let defaults = Config::default();
         let command = command.ok_or(
@@ -206,6 +214,7 @@ impl Layer {
             working_directory,
             env: env.into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
             backoff,
+            kill_orphans: kill_orphans.unwrap_or(defaults.kill_orphans),
         })
     }
 }
@@ -233,6 +242,7 @@ impl From<&Config> for Layer {
             min_uptime: Some(config.backoff.min_uptime),
             backoff_initial: Some(config.backoff.initial),
             backoff_max: Some(config.backoff.max),
+            kill_orphans: Some(config.kill_orphans),
         }
     }
 }

@@ -37,6 +37,8 @@ pub struct Config {
     /// Extra environment variables for the workers.
     pub env: Vec<(OsString, OsString)>,
     pub backoff: Backoff,
+    /// Stop adopted processes (a worker's escaped descendants) at once.
+    pub kill_orphans: bool,
 }
 
 /// Crash-loop protection: a worker that dies within `min_uptime` of its
@@ -85,6 +87,7 @@ impl Default for Config {
             working_directory: None,
             env: Vec::new(),
             backoff: Backoff::default(),
+            kill_orphans: false,
         }
     }
 }

@@ -41,7 +41,8 @@ impl fmt::Display for Ended {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LastStatus {
     Never,
-    Unreadable,
+    /// Why it cannot be read.
+    Unreadable(String),
     Was(String),
 }
 
@@ -90,6 +91,18 @@ pub enum Event {
     Leftovers {
         pgid: Pid,
     },
+    Adopted {
+        pid: Pid,
+        command: String,
+        stopped_now: bool,
+    },
+    OrphanExited {
+        pid: Pid,
+        how: Ended,
+    },
+    OrphanKilled {
+        pid: Pid,
+    },
     GroupKilled {
         pgid: Pid,
     },
@@ -137,6 +150,17 @@ pub enum Event {
         workers: usize,
         command: String,
     },
+    RollingOver {
+        workers: usize,
+        why: &'static str,
+    },
+    BoardRecreated {
+        dir: PathBuf,
+    },
+    BoardLost {
+        dir: PathBuf,
+        error: String,
+    },
     RolloutStep {
         old: Pid,
         slot: usize,
@@ -167,7 +191,10 @@ impl Event {
     pub fn level(&self) -> Level {
         use Event::*;
         match self {
-            SpawnFailed { .. } | ReloadFailed { .. } | RolloutAborted { .. } => Level::Error,
+            SpawnFailed { .. } | ReloadFailed { .. } | RolloutAborted { .. } | BoardLost { .. } => {
+                Level::Error
+            }
+            BoardRecreated { .. } | Adopted { .. } | OrphanKilled { .. } => Level::Warn,
             Unwatched { .. }
             | CrashLoop { .. }
             | GroupKilled { .. }
@@ -221,6 +248,21 @@ impl fmt::Display for Event {
             Leftovers { pgid } => {
                 write!(f, "terminating what worker pid={pgid} left in its process group")
             }
+            Adopted { pid, command, stopped_now } => write!(
+                f,
+                "adopted pid={pid} `{command}`: a worker's descendant that left its process group \
+                 and outlived its parent; {}",
+                if *stopped_now {
+                    "SIGTERM now"
+                } else {
+                    "it is stopped when the master stops (kill_orphans = true stops it at once)"
+                }
+            ),
+            OrphanExited { pid, how } => write!(f, "adopted pid={pid} ended ({how})"),
+            OrphanKilled { pid } => write!(
+                f,
+                "adopted pid={pid} did not exit within the graceful timeout: SIGKILL"
+            ),
             GroupKilled { pgid } => write!(
                 f,
                 "process group {pgid} did not exit within the graceful timeout: SIGKILL"
@@ -229,7 +271,7 @@ impl fmt::Display for Event {
                 let doing = match last {
                     LastStatus::Never => "it never wrote a status".to_string(),
                     LastStatus::Was(last) => format!("its last status: \"{last}\""),
-                    LastStatus::Unreadable => "its last status cannot be read".to_string(),
+                    LastStatus::Unreadable(why) => format!("its last status cannot be read: {why}"),
                 };
                 write!(
                     f,
@@ -272,6 +314,21 @@ impl fmt::Display for Event {
             RolloutBegun { workers, command } => {
                 write!(f, "SIGHUP: rolling {workers} worker(s) over to `{command}`")
             }
+            RollingOver { workers, why } => {
+                write!(f, "rolling {workers} worker(s) over: {why}")
+            }
+            BoardRecreated { dir } => write!(
+                f,
+                "the scoreboard directory {} was removed or replaced while running (by a tmpfiles \
+                 cleaner, or logind's RemoveIPC?): created it again",
+                dir.display()
+            ),
+            BoardLost { dir, error } => write!(
+                f,
+                "the scoreboard directory {} was removed and cannot be created again: {error}; no \
+                 worker can start until it can",
+                dir.display()
+            ),
             RolloutStep { old, slot } => write!(
                 f,
                 "rolling restart: retiring worker pid={old} slot={slot}: SIGTERM"

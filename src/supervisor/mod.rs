@@ -13,6 +13,7 @@
 
 pub mod core;
 pub mod events;
+pub mod master_file;
 mod shell;
 mod signals;
 pub mod sinks;
@@ -27,6 +28,7 @@ use nix::sys::wait::waitpid;
 
 use self::core::Pool;
 use self::events::Event;
+use self::master_file::{ClaimError, MasterFile};
 use self::shell::Shell;
 use self::signals::Signals;
 use self::spawn::{Launcher, SpawnError};
@@ -54,6 +56,7 @@ pub fn run(source: Source) -> Result<()> {
     let config = source.load()?;
     spawn::reserve_status_fd()
         .context("cannot reserve descriptor 3 for the workers' status files")?;
+    let nofile = spawn::raise_nofile_limit();
     // Signals first: a SIGCHLD or SIGTERM from the very first worker must
     // not be lost, nor kill us with its default action.
     let signals = Signals::install().context("cannot install signal handlers")?;
@@ -67,10 +70,23 @@ pub fn run(source: Source) -> Result<()> {
     };
     let board = Scoreboard::new(&dir)
         .with_context(|| format!("cannot open the scoreboard in {}", dir.display()))?;
+    let master_file = match MasterFile::claim(board.base_dir()) {
+        Ok(file) => file,
+        Err(ClaimError::Taken(claimed)) => {
+            return Err(StartFailure {
+                code: 2,
+                message: claimed.to_string(),
+            }
+            .into())
+        }
+        Err(ClaimError::Io(path, e)) => {
+            return Err(e).with_context(|| format!("cannot create {}", path.display()))
+        }
+    };
     let registrar = board
         .fork_registrar()
         .expect("the master's scoreboard uses process ids");
-    let launcher = Launcher::new(registrar, board.base_dir())
+    let launcher = Launcher::new(registrar, board.base_dir(), nofile)
         .context("cannot open /dev/null for the workers' standard input")?;
     let mut pool = Pool::new(config, Instant::now());
     pool.emit(Event::Starting {
@@ -78,14 +94,26 @@ pub fn run(source: Source) -> Result<()> {
         command: pool.spec().command_line(),
         board: dir,
     });
-    let mut shell = Shell::new(pool, board, owned_dir, launcher, signals, source);
+    let mut shell = Shell::new(
+        pool,
+        board,
+        master_file,
+        owned_dir,
+        launcher,
+        signals,
+        source,
+    );
     shell.apply_effects();
     if let Err(e) = start_first_worker(&mut shell) {
         // The child may have registered on the board before its exec
-        // failed: do not leave its file behind in a directory we were given.
+        // failed: do not leave its file, nor ours, behind in a directory we
+        // were given.
         let _ = shell.board.cleanup();
+        let _ = std::fs::remove_file(shell.board.base_dir().join(master_file::NAME));
         return Err(e);
     }
+    // Readable at once: a second master started now names this one.
+    shell.publish();
     shell.run();
     shell.finish();
     Ok(())
@@ -113,8 +141,8 @@ fn start_first_worker(shell: &mut Shell) -> Result<()> {
             // It exits at once; reap it here, before anything else.
             let _ = waitpid(started.pid, None);
             let code = match &e {
-                SpawnError::Exec(io) if io.raw_os_error() == Some(libc::ENOENT) => 127,
-                SpawnError::Exec(_) | SpawnError::Chdir(..) => 126,
+                SpawnError::Exec(_, io) if io.raw_os_error() == Some(libc::ENOENT) => 127,
+                SpawnError::Exec(..) | SpawnError::Chdir(..) => 126,
                 _ => bail!("cannot start the first worker of `{command}`: {e}"),
             };
             Err(StartFailure {

@@ -17,7 +17,10 @@
 //! - [`ForkRegistrar::register`]: `getpid`, `openat`, `flock`, `renameat`,
 //!   `dup2`/`fcntl`, `close`, with names formatted on the stack: its status
 //!   file, locked, as descriptor [`STATUS_FD`];
-//! - `chdir`, `close_range` (or `fcntl` on each descriptor), `execve`;
+//! - `chdir`, `close_range` (or `fcntl` on each descriptor);
+//! - `setrlimit`: the descriptor limit the master was started with;
+//! - `execve` (and `execve` of `/bin/sh` for a script without `#!`, as
+//!   execvp does);
 //! - on failure, `write` of a fixed-size report and `_exit`.
 
 use std::ffi::{CString, OsStr, OsString};
@@ -63,8 +66,9 @@ pub enum SpawnError {
     Register(io::Error),
     /// The working directory cannot be entered.
     Chdir(PathBuf, io::Error),
-    /// `exec` of the command failed (not found, not executable, ...).
-    Exec(io::Error),
+    /// `exec` of the program (at this path) failed: not found, not
+    /// executable, a missing interpreter...
+    Exec(PathBuf, io::Error),
 }
 
 impl fmt::Display for SpawnError {
@@ -74,13 +78,19 @@ impl fmt::Display for SpawnError {
             SpawnError::Fork(e) if e.raw_os_error() == Some(libc::EAGAIN) => {
                 write!(f, "fork failed: process limit reached ({e})")
             }
+            SpawnError::Fork(e) if e.raw_os_error() == Some(libc::EMFILE) => write!(
+                f,
+                "the master has too many open files (its descriptor limit is {}): raise the hard \
+                 limit (ulimit -Hn, LimitNOFILE=) above twice the number of workers",
+                nofile_soft_limit()
+            ),
             SpawnError::Fork(e) => write!(f, "fork failed: {e}"),
             SpawnError::Setup(e) => write!(f, "{e}"),
             SpawnError::Register(e) => write!(f, "cannot create its status file: {e}"),
             SpawnError::Chdir(dir, e) => {
                 write!(f, "cannot enter working directory {}: {e}", dir.display())
             }
-            SpawnError::Exec(e) => write!(f, "{e}"),
+            SpawnError::Exec(path, e) => f.write_str(&explain_exec(path, e)),
         }
     }
 }
@@ -95,6 +105,7 @@ pub struct Started {
 /// failed, end of file once `exec` succeeded (the write end is close-on-exec).
 pub struct ExecWatch {
     fd: OwnedFd,
+    program: PathBuf,
     working_directory: Option<PathBuf>,
 }
 
@@ -153,7 +164,7 @@ impl ExecWatch {
             s if s == Stage::Chdir as u32 => {
                 SpawnError::Chdir(self.working_directory.clone().unwrap_or_default(), e)
             }
-            s if s == Stage::Exec as u32 => SpawnError::Exec(e),
+            s if s == Stage::Exec as u32 => SpawnError::Exec(self.program.clone(), e),
             _ => SpawnError::Setup(e),
         })
     }
@@ -164,10 +175,17 @@ struct Prepared {
     spec: Arc<WorkerSpec>,
     path: CString,
     argv: Vec<CString>,
+    /// `/bin/sh PATH ARGS...`, for a file without `#!` that the kernel
+    /// refuses (ENOEXEC): what execvp, and so a shell, does with it.
+    sh_argv: Vec<CString>,
     /// The environment but for the slot's variable.
     env: Vec<CString>,
     working_directory: Option<CString>,
 }
+
+/// The variable naming the running prefork binary, for workers that call
+/// `prefork report` (its directory is also on their PATH, last).
+pub const BIN_VAR: &str = "PREFORK_BIN";
 
 /// Starts workers on one board.
 pub struct Launcher {
@@ -175,20 +193,35 @@ pub struct Launcher {
     board_dir: PathBuf,
     devnull: OwnedFd,
     master_pid: libc::pid_t,
+    /// The descriptor limit the master was started with, which workers get
+    /// back (the master raises its own; see [`raise_nofile_limit`]).
+    nofile: Option<libc::rlimit>,
     /// The last spec prepared: a spec is prepared once, not per worker.
     prepared: Option<Prepared>,
 }
 
 impl Launcher {
-    pub fn new(registrar: ForkRegistrar, board_dir: &Path) -> io::Result<Launcher> {
+    /// `nofile`: the descriptor limit to give workers, when the master
+    /// changed its own.
+    pub fn new(
+        registrar: ForkRegistrar,
+        board_dir: &Path,
+        nofile: Option<libc::rlimit>,
+    ) -> io::Result<Launcher> {
         let devnull = std::fs::File::open("/dev/null")?.into();
         Ok(Launcher {
             registrar,
             board_dir: board_dir.to_path_buf(),
             devnull,
             master_pid: std::process::id() as libc::pid_t,
+            nofile,
             prepared: None,
         })
+    }
+
+    /// A board recreated at the same path: new workers register there.
+    pub fn set_registrar(&mut self, registrar: ForkRegistrar) {
+        self.registrar = registrar;
     }
 
     /// Forks a worker for `slot` running `spec`. Returns at once: its exec's
@@ -204,6 +237,7 @@ impl Launcher {
         let prepared = self.prepared.as_ref().expect("prepared above");
         let slot_var = CString::new(format!("PREFORK_WORKER_SLOT={slot}")).expect("no NUL");
         let argv = pointers(&prepared.argv);
+        let sh_argv = pointers(&prepared.sh_argv);
         let envp: Vec<*const libc::c_char> = prepared
             .env
             .iter()
@@ -216,9 +250,11 @@ impl Launcher {
         let child = Child {
             path: prepared.path.as_ptr(),
             argv: argv.as_ptr(),
+            sh_argv: sh_argv.as_ptr(),
             envp: envp.as_ptr(),
             working_directory: prepared.working_directory.as_ref().map(|d| d.as_ptr()),
             registrar: self.registrar,
+            nofile: self.nofile,
             devnull: self.devnull.as_raw_fd(),
             report: write.as_raw_fd(),
             master_pid: self.master_pid,
@@ -247,6 +283,7 @@ impl Launcher {
                     pid,
                     exec: ExecWatch {
                         fd: read,
+                        program: PathBuf::from(OsStr::from_bytes(prepared.path.as_bytes())),
                         working_directory: spec.working_directory.clone(),
                     },
                 })
@@ -271,19 +308,32 @@ impl Launcher {
             "the command",
             resolve(program, path_var.as_deref()).into_vec(),
         )?;
-        let argv = spec
+        let argv: Vec<CString> = spec
             .command
             .iter()
             .map(|arg| cstring("an argument of the command", arg.as_bytes().to_vec()))
             .collect::<Result<_, _>>()?;
-        let ours: [(&str, OsString); 3] = [
+        let mut env: std::collections::BTreeMap<OsString, OsString> = std::env::vars_os().collect();
+        env.extend(spec.env.iter().cloned());
+        let ours = [
             (DIR_VAR, self.board_dir.clone().into_os_string()),
             (STATUS_FD_VAR, STATUS_FD.to_string().into()),
             ("PREFORK_MASTER_PID", self.master_pid.to_string().into()),
         ];
-        let mut env: std::collections::BTreeMap<OsString, OsString> = std::env::vars_os().collect();
-        env.extend(spec.env.iter().cloned());
         env.extend(ours.into_iter().map(|(k, v)| (k.into(), v)));
+        // `prefork report` works in a worker without any PATH set-up: our
+        // own directory goes last, so it never shadows the worker's choice.
+        if let Ok(exe) = std::env::current_exe() {
+            if let Some(dir) = exe.parent() {
+                let path = env.entry("PATH".into()).or_default();
+                let mut dirs: Vec<PathBuf> = std::env::split_paths(path).collect();
+                if !dirs.iter().any(|d| d == dir) {
+                    dirs.push(dir.to_path_buf());
+                }
+                *path = std::env::join_paths(dirs).unwrap_or_else(|_| path.clone());
+            }
+            env.insert(BIN_VAR.into(), exe.into_os_string());
+        }
         env.remove(OsStr::new("PREFORK_WORKER_SLOT"));
         let env = env
             .into_iter()
@@ -294,6 +344,10 @@ impl Launcher {
                 cstring("an environment variable", var)
             })
             .collect::<Result<_, _>>()?;
+        let sh_argv = [c"/bin/sh".to_owned(), path.clone()]
+            .into_iter()
+            .chain(argv_tail(&argv))
+            .collect();
         let working_directory = spec
             .working_directory
             .as_ref()
@@ -303,10 +357,84 @@ impl Launcher {
             spec: Arc::clone(spec),
             path,
             argv,
+            sh_argv,
             env,
             working_directory,
         })
     }
+}
+
+/// What an exec failure means, in words an operator can act on: the
+/// kernel's ENOENT for a script whose interpreter is missing, or EACCES for
+/// a directory, say nothing of the kind.
+fn explain_exec(program: &Path, e: &io::Error) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let shown = program.display();
+    if !program.as_os_str().as_bytes().contains(&b'/') {
+        return format!("`{shown}` is not found on PATH");
+    }
+    let Ok(meta) = std::fs::metadata(program) else {
+        return format!("{e} (looked for {shown})");
+    };
+    if meta.is_dir() {
+        return format!("{shown} is a directory, not a program");
+    }
+    if meta.permissions().mode() & 0o111 == 0 {
+        return format!("{shown} is not executable (chmod +x {shown})");
+    }
+    if e.raw_os_error() == Some(libc::ENOENT) {
+        if let Some(interpreter) = interpreter_of(program) {
+            if !interpreter.exists() {
+                return format!(
+                    "{shown} names the interpreter {} on its #! line, which does not exist",
+                    interpreter.display()
+                );
+            }
+        }
+    }
+    format!("{e} ({shown})")
+}
+
+/// The interpreter a script's `#!` line names.
+fn interpreter_of(program: &Path) -> Option<PathBuf> {
+    use std::io::Read;
+    let mut head = [0u8; 256];
+    let file = std::fs::File::open(program).ok()?;
+    let n = file.take(head.len() as u64).read(&mut head).ok()?;
+    let line = head[..n].strip_prefix(b"#!")?;
+    let line = line.split(|&b| b == b'\n').next()?;
+    let word = line
+        .split(|b| b.is_ascii_whitespace())
+        .find(|w| !w.is_empty())?;
+    Some(PathBuf::from(OsStr::from_bytes(word)))
+}
+
+/// Whether `spec`'s program can be started, checked as a spawn would find
+/// it, without starting it: for `prefork check`.
+pub fn preflight(spec: &WorkerSpec) -> Result<PathBuf, String> {
+    use std::os::unix::fs::PermissionsExt;
+    let program = PathBuf::from(resolve(&spec.command[0], path_of(spec).as_deref()));
+    let not_found = explain_exec(&program, &io::Error::from_raw_os_error(libc::ENOENT));
+    let meta = std::fs::metadata(&program).map_err(|_| not_found)?;
+    if meta.is_dir() || meta.permissions().mode() & 0o111 == 0 {
+        return Err(explain_exec(
+            &program,
+            &io::Error::from_raw_os_error(libc::EACCES),
+        ));
+    }
+    if let Some(interpreter) = interpreter_of(&program) {
+        if !interpreter.exists() {
+            return Err(explain_exec(
+                &program,
+                &io::Error::from_raw_os_error(libc::ENOENT),
+            ));
+        }
+    }
+    Ok(program)
+}
+
+fn argv_tail(argv: &[CString]) -> impl Iterator<Item = CString> + '_ {
+    argv.iter().skip(1).cloned()
 }
 
 fn pointers(strings: &[CString]) -> Vec<*const libc::c_char> {
@@ -317,12 +445,23 @@ fn pointers(strings: &[CString]) -> Vec<*const libc::c_char> {
         .collect()
 }
 
+/// The PATH a worker runs with: its spec's, or the master's.
+fn path_of(spec: &WorkerSpec) -> Option<OsString> {
+    spec.env
+        .iter()
+        .find(|(key, _)| key == "PATH")
+        .map(|(_, value)| value.clone())
+        .or_else(|| std::env::var_os("PATH"))
+}
+
 /// `program`'s path on `path`, like execvp would find it; the program itself
-/// when it names a path, or when it is not found (exec then says so).
+/// when it is not found (exec then says so). A relative path is relative to
+/// the directory prefork was started in, as every path prefork is given,
+/// even when the worker starts elsewhere (`working_directory`).
 fn resolve(program: &OsStr, path: Option<&OsStr>) -> OsString {
     use std::os::unix::fs::PermissionsExt;
     if program.as_bytes().contains(&b'/') {
-        return program.to_owned();
+        return std::path::absolute(program).map_or_else(|_| program.to_owned(), Into::into);
     }
     let dirs = std::env::split_paths(path.unwrap_or(OsStr::new("/usr/local/bin:/usr/bin:/bin")));
     dirs.filter(|dir| dir.is_absolute())
@@ -339,9 +478,11 @@ fn resolve(program: &OsStr, path: Option<&OsStr>) -> OsString {
 struct Child {
     path: *const libc::c_char,
     argv: *const *const libc::c_char,
+    sh_argv: *const *const libc::c_char,
     envp: *const *const libc::c_char,
     working_directory: Option<*const libc::c_char>,
     registrar: ForkRegistrar,
+    nofile: Option<libc::rlimit>,
     devnull: RawFd,
     report: RawFd,
     master_pid: libc::pid_t,
@@ -391,8 +532,21 @@ impl Child {
             }
         }
         cloexec_above(STATUS_FD);
+        // The descriptor limit the master was started with: a worker
+        // written for it (select(), say) must not get the master's raised
+        // one. Last: until exec closes them, the child holds the master's
+        // descriptors, above that limit, and registering needs one more.
+        if let Some(limit) = &self.nofile {
+            if libc::setrlimit(libc::RLIMIT_NOFILE, limit) < 0 {
+                self.fail(Stage::Setup, errno());
+            }
+        }
         libc::execve(self.path, self.argv, self.envp);
-        self.fail(Stage::Exec, errno())
+        let e = errno();
+        if e == libc::ENOEXEC {
+            libc::execve(*self.sh_argv, self.sh_argv, self.envp);
+        }
+        self.fail(Stage::Exec, e)
     }
 
     /// Reports the failed stage and its errno to the master, and exits.
@@ -486,4 +640,37 @@ pub fn reserve_status_fd() -> io::Result<()> {
         std::mem::forget(null);
     }
     Ok(())
+}
+
+fn nofile_soft_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit fills the struct it is given.
+    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
+    limit.rlim_cur
+}
+
+/// Raises the master's soft descriptor limit to its hard one, as systemd and
+/// the Go runtime do: a thousand workers' status files and exec pipes do
+/// not fit in the common soft limit of 1024. Returns the limit it was
+/// started with, for the workers, when it changed it.
+pub fn raise_nofile_limit() -> Option<libc::rlimit> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit fills the struct it is given.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } < 0
+        || limit.rlim_cur >= limit.rlim_max
+    {
+        return None;
+    }
+    let raised = libc::rlimit {
+        rlim_cur: limit.rlim_max,
+        rlim_max: limit.rlim_max,
+    };
+    // SAFETY: setrlimit reads the struct it is given.
+    (unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0).then_some(limit)
 }

@@ -3,7 +3,7 @@
 //! file of a dead process left on the board, planted garbage removed or left
 //! alone as it must be, no symlink followed, no foreign live file removed.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsString;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;
@@ -94,6 +94,16 @@ fn is_dead(procs: &HashMap<i32, Proc>, pid: i32) -> bool {
     procs.get(&pid).is_none_or(|p| matches!(p.state, 'Z' | 'X'))
 }
 
+/// A zombie child of the master, as the sampler follows it.
+struct Zombie {
+    /// The end of the scan that first saw it.
+    first: Instant,
+    /// The master's run-queue wait then.
+    waited_before: Option<Duration>,
+    /// What the master was doing at each look since (see [`activity`]).
+    master: BTreeMap<String, u32>,
+}
+
 /// The sampler: every [`SAMPLE_EVERY`], the zombies, groups and files the
 /// master is responsible for.
 pub(super) struct Sampler {
@@ -101,8 +111,7 @@ pub(super) struct Sampler {
     board: PathBuf,
     shared: Arc<Mutex<Shared>>,
     findings: Findings,
-    /// When each zombie was first seen, and the master's run-queue wait then.
-    zombies: HashMap<i32, (Instant, Option<Duration>)>,
+    zombies: HashMap<i32, Zombie>,
     reported_zombies: HashSet<i32>,
     workers: HashSet<i32>,
     dead_groups: HashMap<i32, Instant>,
@@ -193,11 +202,18 @@ impl Sampler {
             return;
         }
         let waited_total = run_queue_wait(self.master);
+        let activity = activity(self.master);
         for pid in zombies {
-            let (first, waited_before) = *self.zombies.entry(pid).or_insert_with(|| {
+            let zombie = self.zombies.entry(pid).or_insert_with(|| {
                 stats.zombies_seen += 1;
-                (now, waited_total)
+                Zombie {
+                    first: now,
+                    waited_before: waited_total,
+                    master: BTreeMap::new(),
+                }
             });
+            *zombie.master.entry(activity.clone()).or_default() += 1;
+            let (first, waited_before) = (zombie.first, zombie.waited_before);
             let seen = now.duration_since(first);
             stats.longest_zombie = stats.longest_zombie.max(seen);
             // Unknown (the master is gone): nothing is taken off.
@@ -223,13 +239,19 @@ impl Sampler {
             }
             stats.longest_zombie_charged = stats.longest_zombie_charged.max(charged);
             if charged > ZOMBIE_LIMIT && self.reported_zombies.insert(pid) {
+                let meanwhile: Vec<String> = self.zombies[&pid]
+                    .master
+                    .iter()
+                    .map(|(what, n)| format!("{n}x {what}"))
+                    .collect();
                 self.findings.violation(format!(
                     "zombie pid={pid}, a child of the master, seen twice {} ms apart, \
                      {} ms of it while the master ran or slept (it waited {} ms for a CPU); \
-                     the master now: {}",
+                     the master at each look meanwhile: {}; now: {}",
                     age.as_millis(),
                     charged.as_millis(),
                     waited.as_millis(),
+                    meanwhile.join(", "),
                     doing(self.master)
                 ));
             }
@@ -426,6 +448,23 @@ fn run_queue_wait(pid: i32) -> Option<Duration> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/schedstat")).ok()?;
     let ns = text.split_whitespace().nth(1)?.parse().ok()?;
     Some(Duration::from_nanos(ns))
+}
+
+/// What the master is doing, in a word: `running` (or waiting for a CPU),
+/// else the innermost kernel function it sleeps in (`poll_schedule_timeout`:
+/// its loop's `poll`; a socket receive such as `__skb_wait_for_more_packets`:
+/// std's `spawn` waiting for the child's exec).
+fn activity(pid: i32) -> String {
+    if proc_stat(pid).is_some_and(|p| p.state == 'R') {
+        return "running".into();
+    }
+    std::fs::read_to_string(format!("/proc/{pid}/stack"))
+        .ok()
+        .and_then(|s| {
+            let frame = s.lines().next()?.split_whitespace().nth(1)?;
+            Some(frame.split('+').next()?.to_string())
+        })
+        .unwrap_or_else(|| "?".into())
 }
 
 /// What the master is doing, for a violation's message: its state, the

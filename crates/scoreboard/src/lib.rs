@@ -7,7 +7,10 @@
 //! Over the Perl module it adds: descriptor-relative file operations that
 //! never follow a symlink, a check of the directory's owner and mode, readers
 //! that never touch a writer's `.tmp` file, a bounded reader for hostile
-//! files, one system call per update, and fork detection without `getpid`.
+//! files, one system call per update, fork detection without `getpid`, and
+//! [`Scoreboard::live_workers`], which lists every worker whose lock is held
+//! and says why its record cannot be read where `read_all` (as in Perl)
+//! leaves such a worker out.
 //!
 //! ```
 //! use prefork_scoreboard::Scoreboard;
@@ -26,6 +29,7 @@ mod dir;
 mod error;
 mod reader;
 pub mod record;
+mod status;
 mod sys;
 mod watch;
 mod writer;
@@ -39,6 +43,8 @@ use std::time::SystemTime;
 
 use dir::BaseDir;
 pub use error::{Error, Result};
+use reader::Read;
+pub use status::{Status, Unreadable, READ_ATTEMPTS};
 pub use watch::{FileState, WatchedFile};
 pub use writer::ForkRegistrar;
 use writer::OwnFile;
@@ -67,15 +73,17 @@ pub struct WorkerStatus {
     pub updated: SystemTime,
 }
 
-/// A live worker found on the board by [`Scoreboard::live_workers`].
+/// A live worker found on the board by [`Scoreboard::live_workers`]: a
+/// process holds the lock of its file, whatever the file holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LiveWorker {
     /// The worker id (the process id, for prefork's workers).
     pub id: String,
     /// When its file was last written (or created, if never written).
     pub updated: SystemTime,
-    /// Its status; `None` until it writes one.
-    pub status: Option<Vec<u8>>,
+    /// Its status, [`Status::NotYet`] until it writes one, or why its record
+    /// cannot be read.
+    pub status: Status,
 }
 
 type IdFn = Box<dyn Fn() -> String + Send + Sync>;
@@ -140,17 +148,27 @@ impl Builder {
         self
     }
 
-    /// Accepts a base directory owned by another user: for a monitor that
-    /// only reads someone else's board. (A world-writable directory without
-    /// the sticky bit is refused all the same.)
+    /// Accepts a base directory owned by another user (neither this
+    /// process's effective user nor root), read-only: for a monitor that
+    /// reads someone else's board. Such a handle never creates nor removes a
+    /// file there, not even a dead worker's; [`Scoreboard::update`] and
+    /// [`Scoreboard::cleanup`] fail with the error [`build`] would have
+    /// given without this option. A world-writable directory without the
+    /// sticky bit is refused all the same. (Why: see [`Scoreboard::read_only`].)
+    ///
+    /// [`build`]: Builder::build
     pub fn allow_foreign_owner(mut self, allow: bool) -> Self {
         self.allow_foreign_owner = allow;
         self
     }
 
     /// For a monitor that only reads: the directory must exist (a missing
-    /// one is an error, not created), may belong to another user, and no
-    /// file of this process's id is removed at start.
+    /// one is an error, not created), may belong to another user (and is
+    /// then read-only, see [`allow_foreign_owner`]), and no file of this
+    /// process's id is removed at start. Dead workers' files are removed
+    /// where the directory is ours (or root's) and the system permits it.
+    ///
+    /// [`allow_foreign_owner`]: Builder::allow_foreign_owner
     pub fn monitor(mut self) -> Self {
         self.create = false;
         self.allow_foreign_owner = true;
@@ -159,7 +177,8 @@ impl Builder {
     }
 
     /// The largest status a reader loads (default 64 MiB); a larger record
-    /// is skipped with a warning rather than allocated.
+    /// is not read: [`Unreadable::TooLarge`] for [`Scoreboard::live_workers`],
+    /// skipped with a warning by [`Scoreboard::read_all`].
     pub fn max_status_len(mut self, len: usize) -> Self {
         self.max_status_len = len;
         self
@@ -177,7 +196,7 @@ impl Builder {
             file: None,
             max_status_len: self.max_status_len,
         };
-        if self.remove_own_stale_file {
+        if self.remove_own_stale_file && board.dir.read_only().is_none() {
             let (_, name) = writer::names(&board.current_id())?;
             let _ = sys::unlinkat(board.dir.fd(), &name);
         }
@@ -272,6 +291,28 @@ impl Scoreboard {
         self.dir.path()
     }
 
+    /// Whether the base directory's path still names the directory this
+    /// handle opened: false once it was removed, renamed or replaced, when
+    /// new files would no longer be where readers look.
+    pub fn dir_is_current(&self) -> bool {
+        self.dir.is_current()
+    }
+
+    /// Why this handle may not write in its directory ("it is owned by uid
+    /// 1000 and we run as uid 0"), if it may not: it was built with
+    /// [`Builder::allow_foreign_owner`] (or [`Builder::monitor`]) on a
+    /// directory that belongs to neither this process's effective user nor
+    /// root. One rule for every process, the prefork supervisor and
+    /// `prefork status` included: writing (creating, updating, removing
+    /// files) needs a directory of our own user or of root, because its owner
+    /// can remove, replace or plant files in it at will; reading does not,
+    /// because a monitor reading a service's board as another user is
+    /// common and harmless, and what it reads is only as trustworthy as the
+    /// directory's owner (the service's user) anyway.
+    pub fn read_only(&self) -> Option<&str> {
+        self.dir.read_only()
+    }
+
     /// This process's worker id.
     pub fn current_id(&self) -> String {
         match &self.worker_id {
@@ -289,6 +330,7 @@ impl Scoreboard {
     /// process's own file.
     pub fn update(&mut self, status: &[u8]) -> Result<()> {
         if !self.file_is_current() {
+            self.dir.check_writable()?;
             if let Some(inherited) = self.file.take() {
                 inherited.close(&self.dir);
             }
@@ -307,58 +349,78 @@ impl Scoreboard {
     }
 
     /// The statuses of all live workers that have written at least once,
-    /// keyed by worker id. Files of dead workers are removed on the way.
+    /// keyed by worker id, as Parallel::Scoreboard's `read_all` returns them.
+    /// Files of dead workers are removed on the way.
+    ///
+    /// Like Parallel::Scoreboard, this leaves out a live worker whose record
+    /// cannot be read (corrupt, cut short, above the size limit; logged as a
+    /// warning) or that has not written yet: it tells what workers say, not
+    /// which are alive. [`live_workers`] lists every live worker.
+    ///
+    /// [`live_workers`]: Scoreboard::live_workers
     pub fn read_all(&self) -> Result<HashMap<String, WorkerStatus>> {
         let mut all = HashMap::new();
-        self.visit_live(|id, updated, status| {
-            if let Some(status) = status {
+        self.visit_live(|id, updated, status| match status {
+            Read::Written(status) => {
                 let status = status.to_vec();
                 all.insert(id.to_string(), WorkerStatus { status, updated });
             }
+            Read::NotYet => {}
+            Read::Unreadable(why) => log::warn!(
+                "cannot read the status of worker {id} in {}: {why}; skipping it",
+                self.dir.path().display()
+            ),
         })?;
         Ok(all)
     }
 
-    /// Every live worker on the board, including those that have not
-    /// written a status yet (`status: None`), which `read_all` leaves out
-    /// as Parallel::Scoreboard does. A record that stays torn or corrupt is
-    /// skipped with a warning. Files of dead workers are removed on the way.
+    /// Every live worker on the board: every file whose lock is held, with
+    /// its status as written, [`Status::NotYet`] for a worker that has not
+    /// written, or [`Status::Unreadable`] with why its record cannot be
+    /// read. A record torn by a concurrent write is read again first (up to
+    /// [`READ_ATTEMPTS`] times). Liveness comes from the lock, not from the
+    /// record: a health check counting these counts a worker whose record
+    /// is damaged, where [`read_all`] (like Parallel::Scoreboard) leaves it
+    /// out. Files of dead workers are removed on the way.
+    ///
+    /// [`read_all`]: Scoreboard::read_all
     pub fn live_workers(&self) -> Result<Vec<LiveWorker>> {
         let mut all = Vec::new();
         self.visit_live(|id, updated, status| {
+            let status = match status {
+                Read::Written(status) => Status::Written(status.to_vec()),
+                Read::NotYet => Status::NotYet,
+                Read::Unreadable(why) => Status::Unreadable(why),
+            };
             all.push(LiveWorker {
                 id: id.to_string(),
                 updated,
-                status: status.map(<[u8]>::to_vec),
+                status,
             })
         })?;
         Ok(all)
     }
 
-    /// Calls `visit` with the id, the last write and the status (if it
-    /// wrote one) of every live worker whose record reads back whole.
-    fn visit_live(&self, mut visit: impl FnMut(&str, SystemTime, Option<&[u8]>)) -> Result<()> {
+    /// Calls `visit` with the id, the last write and what the record says,
+    /// for every live worker.
+    fn visit_live(&self, mut visit: impl FnMut(&str, SystemTime, Read<'_>)) -> Result<()> {
         let own_id = self.current_id();
         let mut buf = Vec::new();
         reader::scan(&self.dir, Some(&own_id), &|_| false, |file| {
             let updated = reader::mtime(&file.stat);
-            if file.stat.st_size < record::HEADER_LEN as i64 {
-                return visit(file.id, updated, None);
+            // Most files never written are skipped without a read.
+            if file.stat.st_size == 0 {
+                return visit(file.id, updated, Read::NotYet);
             }
-            let path = || {
-                self.dir
-                    .join(&format!("status_{}", file.id))
-                    .display()
-                    .to_string()
-            };
-            if let Some(status) = reader::read_status(&file, &mut buf, self.max_status_len, path) {
-                visit(file.id, updated, Some(status));
-            }
+            let status = reader::read_status(file.fd, &mut buf, self.max_status_len);
+            visit(file.id, updated, status);
         })
     }
 
-    /// Removes the status files of dead workers.
+    /// Removes the status files of dead workers. Fails on a read-only
+    /// handle (see [`Scoreboard::read_only`]).
     pub fn cleanup(&self) -> Result<()> {
+        self.dir.check_writable()?;
         reader::scan(&self.dir, Some(&self.current_id()), &|_| false, |_| {})
     }
 
@@ -367,6 +429,7 @@ impl Scoreboard {
     /// its own workers through [`WatchedFile`]s, this is one directory
     /// listing plus the cost of the files it does not know.
     pub fn cleanup_unknown(&self, known: impl Fn(&str) -> bool) -> Result<()> {
+        self.dir.check_writable()?;
         reader::scan(&self.dir, Some(&self.current_id()), &known, |_| {})
     }
 
@@ -376,16 +439,18 @@ impl Scoreboard {
     }
 
     /// Removes `file`'s entry, if the name still refers to that file (and not
-    /// to a successor that reused the id). Call it once its worker is gone.
+    /// to a successor that reused the id) and the handle is not read-only.
+    /// Call it once its worker is gone.
     pub fn remove(&self, file: &WatchedFile) {
         file.remove(&self.dir)
     }
 
     /// What a child process needs to put itself on the board between `fork`
     /// and `exec` without allocating. `None` with a custom worker id, which
-    /// only the id function can compute.
+    /// only the id function can compute, and on a read-only handle.
     pub fn fork_registrar(&self) -> Option<ForkRegistrar> {
-        self.worker_id.is_none().then_some(ForkRegistrar {
+        let usable = self.worker_id.is_none() && self.dir.read_only().is_none();
+        usable.then_some(ForkRegistrar {
             dir_fd: self.dir.fd(),
         })
     }

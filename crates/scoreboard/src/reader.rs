@@ -1,8 +1,9 @@
 //! The manager's side: list the directory, tell live workers from dead ones
 //! by their lock, read the live ones' records, remove the dead ones' files.
 //!
-//! Everything in the directory is untrusted: a reader skips what it cannot
-//! use, never panics on it, and never sizes an allocation by a header.
+//! Everything in the directory is untrusted: a reader skips what is not a
+//! status file, says why a live worker's record cannot be read, never panics
+//! on it, and never sizes an allocation by a header.
 
 use std::ffi::CStr;
 use std::os::fd::{AsRawFd, RawFd};
@@ -15,11 +16,8 @@ use nix::sys::stat::Mode;
 use super::dir::BaseDir;
 use super::error::{io_error, Result};
 use super::record::{self, Parsed, HEADER_LEN};
+use super::status::{Unreadable, READ_ATTEMPTS};
 use super::sys;
-
-/// How many times a record whose checksum fails is read again before it is
-/// skipped, as in Parallel::Scoreboard.
-const READ_ATTEMPTS: usize = 10;
 
 /// The first read of a file takes this much; a longer record grows the buffer.
 const INITIAL_READ: usize = 64 * 1024;
@@ -98,9 +96,13 @@ pub fn status_id(name: &CStr) -> Option<&str> {
 }
 
 /// Removes a dead worker's file, unless the name has meanwhile been taken by
-/// a new worker's file (its pid reused). Another reader removing it first is
-/// no error, nor is a directory we may not write to.
+/// a new worker's file (its pid reused), or the directory is read-only for
+/// this handle (another user's: see the `dir` module's rule). Another reader
+/// removing it first is no error, nor is a directory we may not write to.
 pub fn remove_dead(dir: &BaseDir, name: &CStr, locked: &libc::stat) {
+    if dir.read_only().is_some() {
+        return;
+    }
     match sys::stat_at(dir.fd(), name) {
         Ok(now) if sys::same_file(&now, locked) => {}
         _ => return,
@@ -116,63 +118,80 @@ pub fn remove_dead(dir: &BaseDir, name: &CStr, locked: &libc::stat) {
     }
 }
 
+/// What [`read_status`] found: a [`Status`](crate::Status) whose bytes are
+/// borrowed from the caller's buffer.
+#[derive(Debug)]
+pub enum Read<'b> {
+    Written(&'b [u8]),
+    NotYet,
+    Unreadable(Unreadable),
+}
+
 /// Reads the record of an open status file into `buf` (grown as needed, up
-/// to `max_status_len`), returning the status when its checksum holds.
-/// `None` for a file never written, or one that stays torn or corrupt.
-pub fn read_status<'b>(
-    file: &LiveFile<'_>,
-    buf: &'b mut Vec<u8>,
-    max_status_len: usize,
-    path: impl Fn() -> String,
-) -> Option<&'b [u8]> {
+/// to `max_status_len`): the status when its checksum holds, `NotYet` for an
+/// empty file, and otherwise why it cannot be read. A record that does not
+/// read back whole is read again, up to [`READ_ATTEMPTS`] times: a
+/// concurrent write tears a read, never two in a row for that long.
+pub fn read_status(fd: RawFd, buf: &mut Vec<u8>, max_status_len: usize) -> Read<'_> {
     let limit = HEADER_LEN.saturating_add(max_status_len);
     if buf.len() < INITIAL_READ.min(limit) {
         buf.resize(INITIAL_READ.min(limit), 0);
     }
     let mut attempts = 0;
+    let mut why = Unreadable::ChecksumMismatch;
     while attempts < READ_ATTEMPTS {
         // One pread per attempt: a regular file gives all it has up to the
         // buffer's size, and a short read parses as incomplete and is retried.
-        let len = match sys::pread_once(file.fd, buf) {
+        let len = match sys::pread_once(fd, buf) {
             Ok(n) => n,
-            Err(e) => {
-                log::warn!("cannot read {}: {e}; skipping it", path());
-                return None;
-            }
+            Err(e) => return Read::Unreadable(Unreadable::io(e)),
         };
         match record::parse(&buf[..len]) {
             Parsed::Valid(status) => {
                 let end = HEADER_LEN + status.len();
-                return Some(&buf[HEADER_LEN..end]);
+                return Read::Written(&buf[HEADER_LEN..end]);
             }
-            Parsed::Empty => return None,
-            Parsed::Incomplete { needed } if len == buf.len() => {
-                // The buffer was too small. Grow it to what the header asks,
-                // but only if the file really is that large (never by the
-                // header's word alone) and within the limit.
-                if needed > limit as u64 {
-                    log::warn!(
-                        "{} announces a status of {} bytes, above the reader's limit of {max_status_len}; skipping it",
-                        path(),
-                        needed - HEADER_LEN as u64
-                    );
-                    return None;
-                }
-                let size = sys::fstat(file.fd).map_or(0, |st| st.st_size.max(0) as u64);
+            Parsed::Empty if len == 0 => return Read::NotYet,
+            Parsed::Empty => {
+                why = Unreadable::ShortHeader {
+                    file_len: len as u64,
+                };
+                attempts += 1;
+            }
+            // Never read, whatever the file holds: the header alone says
+            // the reader would not take it.
+            Parsed::Incomplete { needed } if needed > limit as u64 => {
+                return Read::Unreadable(Unreadable::TooLarge {
+                    len: needed - HEADER_LEN as u64,
+                    limit: max_status_len,
+                });
+            }
+            Parsed::Incomplete { needed } => {
+                // A full buffer may just be too small. Grow it to what the
+                // header asks, but only if the file really is that large
+                // (never by the header's word alone).
+                let size = if len == buf.len() {
+                    sys::fstat(fd).map_or(0, |st| st.st_size.max(0) as u64)
+                } else {
+                    len as u64
+                };
                 if needed <= size {
                     buf.resize(needed as usize, 0);
                 } else {
+                    why = Unreadable::Truncated {
+                        len: needed - HEADER_LEN as u64,
+                        file_len: size,
+                    };
                     attempts += 1;
                 }
             }
-            Parsed::Incomplete { .. } | Parsed::Mismatch => attempts += 1,
+            Parsed::Mismatch => {
+                why = Unreadable::ChecksumMismatch;
+                attempts += 1;
+            }
         }
     }
-    log::warn!(
-        "failed to read a consistent status from {} in {READ_ATTEMPTS} attempts; skipping it",
-        path()
-    );
-    None
+    Read::Unreadable(why)
 }
 
 /// The first `max` bytes of an open status file's status, and the whole
@@ -181,28 +200,43 @@ pub fn read_status<'b>(
 /// whole, as [`read_status`] does. A longer one cannot be checked without
 /// reading all of it: its head counts once two reads in a row agree (a
 /// concurrent update would make them differ) and the file holds as many
-/// bytes as the header announces. `None` for a file never written, or one
-/// that stays torn, corrupt or shorter than its header says.
-pub fn read_head(fd: RawFd, max: usize) -> Option<(Vec<u8>, u64)> {
+/// bytes as the header announces. `Ok(None)` for a file never written.
+pub fn read_head(fd: RawFd, max: usize) -> Result<Option<(Vec<u8>, u64)>, Unreadable> {
     let mut buf = vec![0u8; HEADER_LEN.saturating_add(max)];
     let mut again = vec![0u8; buf.len()];
+    let mut why = Unreadable::ChecksumMismatch;
     for _ in 0..READ_ATTEMPTS {
-        let n = sys::pread_once(fd, &mut buf).ok()?;
+        let n = sys::pread_once(fd, &mut buf).map_err(Unreadable::io)?;
         match record::parse(&buf[..n]) {
-            Parsed::Valid(status) => return Some((status.to_vec(), status.len() as u64)),
-            Parsed::Empty => return None,
+            Parsed::Valid(status) => return Ok(Some((status.to_vec(), status.len() as u64))),
+            Parsed::Empty if n == 0 => return Ok(None),
+            Parsed::Empty => why = Unreadable::ShortHeader { file_len: n as u64 },
             Parsed::Incomplete { needed } if n == buf.len() => {
                 let size = sys::fstat(fd).map_or(0, |st| st.st_size.max(0) as u64);
-                let m = sys::pread_once(fd, &mut again).ok()?;
+                let m = sys::pread_once(fd, &mut again).map_err(Unreadable::io)?;
                 if size >= needed && again[..m] == buf[..n] {
                     buf.drain(..HEADER_LEN);
-                    return Some((buf, needed - HEADER_LEN as u64));
+                    return Ok(Some((buf, needed - HEADER_LEN as u64)));
+                }
+                why = if size < needed {
+                    Unreadable::Truncated {
+                        len: needed - HEADER_LEN as u64,
+                        file_len: size,
+                    }
+                } else {
+                    Unreadable::ChecksumMismatch
+                };
+            }
+            Parsed::Incomplete { needed } => {
+                why = Unreadable::Truncated {
+                    len: needed - HEADER_LEN as u64,
+                    file_len: n as u64,
                 }
             }
-            Parsed::Incomplete { .. } | Parsed::Mismatch => {}
+            Parsed::Mismatch => why = Unreadable::ChecksumMismatch,
         }
     }
-    None
+    Err(why)
 }
 
 /// The time a status file was last written.

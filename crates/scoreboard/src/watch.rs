@@ -10,9 +10,9 @@ use std::time::SystemTime;
 
 use super::dir::BaseDir;
 use super::error::{io_error, Result};
-use super::reader::{self, LiveFile};
+use super::reader::{self, Read};
 use super::record::HEADER_LEN;
-use super::{sys, writer};
+use super::{sys, writer, Status, Unreadable};
 
 /// What one `fstat` says about a watched status file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -80,25 +80,35 @@ impl WatchedFile {
         Ok(!free)
     }
 
-    /// The current status, when the worker has written one that reads back
-    /// consistently.
-    pub fn status(&self) -> Option<Vec<u8>> {
-        let stat = sys::fstat(self.fd.as_raw_fd()).ok()?;
-        let file = LiveFile {
-            id: &self.id,
-            fd: self.fd.as_raw_fd(),
-            stat,
-        };
+    /// The current status: what the worker wrote (read whole and checked),
+    /// nothing yet, or why it cannot be read.
+    pub fn status(&self) -> Status {
         let mut buf = Vec::new();
-        let path = || format!("status_{}", self.id);
-        reader::read_status(&file, &mut buf, self.max_status_len, path).map(<[u8]>::to_vec)
+        match reader::read_status(self.fd.as_raw_fd(), &mut buf, self.max_status_len) {
+            Read::Written(status) => Status::Written(status.to_vec()),
+            Read::NotYet => Status::NotYet,
+            Read::Unreadable(why) => Status::Unreadable(why),
+        }
     }
 
     /// The first `max` bytes of the current status and the whole status's
-    /// length: what a one-line display needs, read at a cost bounded by `max`
-    /// (a head longer than that is not checked against the checksum; see
-    /// [`reader::read_head`]).
+    /// length: what a one-line display needs, read at a cost bounded by `max`.
+    /// A head shorter than the status is not checked against the checksum
+    /// (that needs the whole status); it counts once two reads in a row agree
+    /// and the file holds as many bytes as the header announces. `None` both
+    /// when nothing was written yet and when the record cannot be read:
+    /// [`try_status_head`] tells which.
+    ///
+    /// [`try_status_head`]: WatchedFile::try_status_head
     pub fn status_head(&self, max: usize) -> Option<(Vec<u8>, u64)> {
+        self.try_status_head(max).ok().flatten()
+    }
+
+    /// [`status_head`], telling a file never written (`Ok(None)`) from one
+    /// whose record cannot be read (`Err`, with why).
+    ///
+    /// [`status_head`]: WatchedFile::status_head
+    pub fn try_status_head(&self, max: usize) -> Result<Option<(Vec<u8>, u64)>, Unreadable> {
         reader::read_head(self.fd.as_raw_fd(), max)
     }
 

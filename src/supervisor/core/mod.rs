@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use nix::unistd::Pid;
 
 pub use self::slots::Exec;
-use self::slots::{Draining, Slot, Worker};
+use self::slots::{Draining, Orphan, Slot, Worker};
 pub use self::stuck::{Clocks, FileSeen, Observation, Silent};
 use super::events::{Counters, Ended, Event};
 use super::spec::WorkerSpec;
@@ -47,6 +47,11 @@ pub enum Effect {
     Terminate(Pid),
     /// SIGKILL to the process group.
     Kill(Pid),
+    /// SIGTERM (and SIGCONT) to one process: an adopted one, which may lead
+    /// no group.
+    TerminateProcess(Pid),
+    /// SIGKILL to one process.
+    KillProcess(Pid),
     /// Log it.
     Log(Event),
 }
@@ -114,6 +119,9 @@ pub struct Pool {
     generation: u64,
     slots: Vec<Slot>,
     draining: Vec<Draining>,
+    /// Processes reparented to us (we are a subreaper) that are none of
+    /// ours: a worker's descendants that escaped its process group.
+    orphans: Vec<Orphan>,
     phase: Phase,
     counters: Counters,
     /// When the board is read next; advanced by whole intervals, so the
@@ -132,6 +140,7 @@ impl Pool {
             generation: 0,
             slots: (0..config.workers).map(|_| Slot::new(now)).collect(),
             draining: Vec::new(),
+            orphans: Vec::new(),
             phase: Phase::Starting,
             counters: Counters::default(),
             next_check: now + config.check_interval,
@@ -175,7 +184,10 @@ impl Pool {
 
     /// Stopping, and nothing of ours runs any more.
     pub fn is_done(&self) -> bool {
-        self.is_stopping() && self.live_workers() == 0 && self.draining.is_empty()
+        self.is_stopping()
+            && self.live_workers() == 0
+            && self.draining.is_empty()
+            && self.orphans.is_empty()
     }
 
     pub fn live_workers(&self) -> usize {
@@ -216,7 +228,8 @@ impl Pool {
             .filter(|d| d.leader_alive)
             .map(|d| d.pgid);
         let incoming = self.rollout().and_then(Rollout::incoming);
-        workers.chain(leaders).chain(incoming)
+        let orphans = self.orphans.iter().map(|o| o.pid);
+        workers.chain(leaders).chain(incoming).chain(orphans)
     }
 
     pub fn snapshot(&self) -> Snapshot {
@@ -267,7 +280,17 @@ impl Pool {
             .map(|d| d.deadline);
         let stop = stopping.filter(|s| !s.killed).map(|s| s.deadline);
         let check = stopping.is_none().then_some(self.next_check);
-        spawns.chain(drains).chain(stop).chain(check).min()
+        let orphans = self
+            .orphans
+            .iter()
+            .filter(|o| !o.killed)
+            .filter_map(|o| o.deadline);
+        spawns
+            .chain(drains)
+            .chain(stop)
+            .chain(check)
+            .chain(orphans)
+            .min()
     }
 
     /// Everything that is due at `now`: kill escalations, the next rollout
@@ -291,6 +314,19 @@ impl Pool {
         for pgid in overdue {
             self.emit(Event::GroupKilled { pgid });
             self.effects.push(Effect::Kill(pgid));
+        }
+        let overdue: Vec<Pid> = self
+            .orphans
+            .iter_mut()
+            .filter(|o| !o.killed && o.deadline.is_some_and(|d| d <= now))
+            .map(|o| {
+                o.killed = true;
+                o.pid
+            })
+            .collect();
+        for pid in overdue {
+            self.emit(Event::OrphanKilled { pid });
+            self.effects.push(Effect::KillProcess(pid));
         }
         if self
             .stopping()
@@ -332,7 +368,7 @@ impl Pool {
             started: now,
             generation: self.generation,
             exec: Exec::Pending,
-            warned_unheld: false,
+            unheld_checks: 0,
         });
     }
 
@@ -436,8 +472,11 @@ impl Pool {
         {
             group.leader_alive = false;
             self.emit(Event::RetiredExited { pid, how });
+        } else if let Some(i) = self.orphans.iter().position(|o| o.pid == pid) {
+            self.orphans.swap_remove(i);
+            self.emit(Event::OrphanExited { pid, how });
         } else {
-            // Not a worker: a grandchild reparented to us. It changes nothing.
+            // A grandchild reparented to us that we had not seen yet.
             self.emit(Event::NotAWorker { pid, how });
         }
     }
@@ -499,6 +538,12 @@ impl Pool {
         for pgid in self.all_groups() {
             self.effects.push(Effect::Terminate(pgid));
         }
+        for orphan in &mut self.orphans {
+            if orphan.deadline.is_none() {
+                orphan.deadline = Some(now + timeout);
+                self.effects.push(Effect::TerminateProcess(orphan.pid));
+            }
+        }
     }
 
     pub fn stop_now(&mut self, why: &'static str, now: Instant) {
@@ -515,6 +560,10 @@ impl Pool {
         }
         for group in &mut self.draining {
             group.killed = true;
+        }
+        for orphan in self.orphans.iter_mut().filter(|o| !o.killed) {
+            orphan.killed = true;
+            self.effects.push(Effect::KillProcess(orphan.pid));
         }
     }
 
@@ -541,6 +590,50 @@ impl Pool {
         let workers = self.slots.iter().filter_map(Slot::pid);
         let groups = self.draining.iter().map(|d| d.pgid);
         workers.chain(groups).collect()
+    }
+
+    /// Whether `pid` is a process we know: a worker, a retired one, an
+    /// adopted one.
+    pub fn knows(&self, pid: Pid) -> bool {
+        self.own_pids().any(|p| p == pid)
+    }
+
+    /// A child of ours that none of our records knows: a worker's
+    /// descendant that escaped its process group and was reparented to us.
+    /// Said once; stopped at once with `kill_orphans` or while stopping,
+    /// else when the master stops.
+    pub fn adopted(&mut self, pid: Pid, command: String, now: Instant) {
+        if self.knows(pid) {
+            return;
+        }
+        let mut orphan = Orphan {
+            pid,
+            deadline: None,
+            killed: false,
+        };
+        let stopping = self.stopping();
+        let now_too = stopping.is_some() || self.config.kill_orphans;
+        self.emit(Event::Adopted {
+            pid,
+            command,
+            stopped_now: now_too,
+        });
+        match stopping {
+            Some(s) if s.killed => {
+                orphan.killed = true;
+                self.effects.push(Effect::KillProcess(pid));
+            }
+            Some(s) => {
+                orphan.deadline = Some(s.deadline.max(now));
+                self.effects.push(Effect::TerminateProcess(pid));
+            }
+            None if self.config.kill_orphans => {
+                orphan.deadline = Some(now + self.config.graceful_timeout);
+                self.effects.push(Effect::TerminateProcess(pid));
+            }
+            None => {}
+        }
+        self.orphans.push(orphan);
     }
 
     /// SIGTTIN: one worker more.

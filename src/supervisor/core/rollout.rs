@@ -98,20 +98,7 @@ impl Pool {
         self.config = new;
         if roll_anyway || spec != self.spec {
             let old = std::mem::replace(&mut self.spec, spec);
-            let generation = self.generation;
-            self.generation += 1;
-            match self.rollout_mut() {
-                // An interrupted rollout goes back to what ran before it.
-                Some(r) => {
-                    r.previous.get_or_insert((old, generation));
-                }
-                None => {
-                    self.phase = Phase::Rolling(Rollout {
-                        step: Step::Next,
-                        previous: Some((old, generation)),
-                    })
-                }
-            }
+            self.begin_rollout(old);
             self.emit(Event::RolloutBegun {
                 workers: self.live_workers(),
                 command: self.spec.command_line(),
@@ -120,6 +107,38 @@ impl Pool {
             self.emit(Event::Reloaded);
         }
         self.resize(workers, "SIGHUP", now);
+    }
+
+    /// Every worker is restarted, one slot at a time, with the same spec:
+    /// what it was started with no longer holds (its board was recreated).
+    pub fn roll_over(&mut self, why: &'static str) {
+        if self.is_stopping() {
+            return;
+        }
+        self.begin_rollout(Arc::clone(&self.spec));
+        self.emit(Event::RollingOver {
+            workers: self.live_workers(),
+            why,
+        });
+    }
+
+    /// Workers of the current generation and older are to be rolled over
+    /// to `self.spec`; `old` is what they run, to go back to.
+    fn begin_rollout(&mut self, old: Arc<WorkerSpec>) {
+        let generation = self.generation;
+        self.generation += 1;
+        match self.rollout_mut() {
+            // An interrupted rollout goes back to what ran before it.
+            Some(r) => {
+                r.previous.get_or_insert((old, generation));
+            }
+            None => {
+                self.phase = Phase::Rolling(Rollout {
+                    step: Step::Next,
+                    previous: Some((old, generation)),
+                })
+            }
+        }
     }
 
     /// One step of a rolling restart, when the previous one is complete.
@@ -240,7 +259,7 @@ impl Pool {
             started: now,
             generation,
             exec: Exec::Done,
-            warned_unheld: false,
+            unheld_checks: 0,
         };
         let Some(s) = self.slots.get_mut(slot) else {
             // The slot went away (SIGTTOU) meanwhile.

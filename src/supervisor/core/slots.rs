@@ -26,8 +26,8 @@ pub struct Worker {
     /// The configuration generation it was started with.
     pub generation: u64,
     pub exec: Exec,
-    /// We already said that it holds no live status file.
-    pub warned_unheld: bool,
+    /// Checks in a row that found no lock held on its status file.
+    pub unheld_checks: u32,
 }
 
 /// One of the N places a worker runs in. A replacement takes the slot (and
@@ -108,5 +108,15 @@ pub struct Draining {
     pub pgid: Pid,
     pub leader_alive: bool,
     pub deadline: Instant,
+    pub killed: bool,
+}
+
+/// A process reparented to us that is none of our workers: a worker's
+/// descendant that left its process group. Stopped with SIGTERM (its
+/// `deadline` set then), SIGKILL at the deadline.
+#[derive(Debug, Clone)]
+pub struct Orphan {
+    pub pid: Pid,
+    pub deadline: Option<Instant>,
     pub killed: bool,
 }

@@ -39,6 +39,8 @@ impl Clocks {
 /// What one check saw of one running worker's status file.
 #[derive(Debug, Clone, Copy)]
 pub struct Observation {
+    /// The slot and pid as [`Pool::running`] gave them.
+    pub slot: usize,
     pub pid: Pid,
     /// Some process holds the file's lock (false when there is no file).
     pub held: bool,
@@ -78,13 +80,24 @@ impl Pool {
         }
         let mut silent = Vec::new();
         for observation in seen {
-            let Some(slot) = self.slot_of(observation.pid) else {
+            let slot = observation.slot;
+            let Some(worker) = self
+                .slots
+                .get_mut(slot)
+                .and_then(|s| s.worker.as_mut())
+                .filter(|w| w.pid == observation.pid)
+            else {
                 continue;
             };
-            let held = observation.held;
-            let worker = self.slots[slot].worker.as_mut().expect("slot_of found it");
-            if !held && !worker.warned_unheld {
-                worker.warned_unheld = true;
+            // Said at the second check in a row that finds no lock: a
+            // worker that died since the last reap released its lock too,
+            // and its exit, not this, is the news.
+            worker.unheld_checks = if observation.held {
+                0
+            } else {
+                worker.unheld_checks.saturating_add(1)
+            };
+            if worker.unheld_checks == 2 {
                 let pid = observation.pid;
                 self.emit(Event::Unheld { pid, slot });
             }
@@ -107,15 +120,19 @@ impl Pool {
 
     /// SIGTERM to the stuck worker's group (SIGKILL after the kill
     /// timeout), and its replacement in the same slot at once. `last`: its
-    /// last status as shown (escaped, bounded), if it could be read.
-    pub fn replace_stuck(&mut self, stuck: Silent, last: Option<String>, now: Instant) {
+    /// last status as shown (escaped, bounded), or why it cannot be read.
+    pub fn replace_stuck(&mut self, stuck: Silent, last: LastStatus, now: Instant) {
         let Some(slot) = self.slot_of(stuck.pid) else {
             return;
         };
-        let shown = match (&last, stuck.written) {
-            (_, false) => LastStatus::Never,
-            (Some(last), true) => LastStatus::Was(last.clone()),
-            (None, true) => LastStatus::Unreadable,
+        let shown = if stuck.written {
+            last
+        } else {
+            LastStatus::Never
+        };
+        let end = match &shown {
+            LastStatus::Was(status) => Ended::Stuck(Some(status.clone())),
+            _ => Ended::Stuck(None),
         };
         self.emit(Event::Stuck {
             pid: stuck.pid,
@@ -125,7 +142,7 @@ impl Pool {
             kill_timeout: self.config.kill_timeout,
             last: shown,
         });
-        self.slots[slot].ended(Ended::Stuck(last), now, &self.config.backoff);
+        self.slots[slot].ended(end, now, &self.config.backoff);
         self.retire(stuck.pid, None, self.config.kill_timeout, now);
     }
 }

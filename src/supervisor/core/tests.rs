@@ -9,6 +9,7 @@ use nix::unistd::Pid;
 
 use super::*;
 use crate::config::Config;
+use crate::supervisor::events::LastStatus;
 
 fn config(workers: usize, command: &str) -> Config {
     Config {
@@ -69,8 +70,10 @@ impl Harness {
                         self.pool.forked(slot, pid, self.now);
                         forked.push((slot, pid, spec));
                     }
-                    Effect::Terminate(pid) => self.terminated.push(pid),
-                    Effect::Kill(pid) => self.killed.push(pid),
+                    Effect::Terminate(pid) | Effect::TerminateProcess(pid) => {
+                        self.terminated.push(pid)
+                    }
+                    Effect::Kill(pid) | Effect::KillProcess(pid) => self.killed.push(pid),
                     Effect::Log(event) => self.log.push(event),
                 }
             }
@@ -277,6 +280,7 @@ fn a_silent_worker_is_judged_stuck_unless_the_clocks_drifted() {
     let wall = SystemTime::now();
     let seen = |updated: SystemTime| {
         [Observation {
+            slot: 0,
             pid,
             held: true,
             file: Some(FileSeen {
@@ -305,7 +309,8 @@ fn a_silent_worker_is_judged_stuck_unless_the_clocks_drifted() {
     h.run_effects();
     assert_eq!(h.logged(|e| matches!(e, Event::ClockSkew { .. })), 1);
     // Replaced in the same slot at once, the stuck one retired.
-    h.pool.replace_stuck(silent[0], Some("GET /".into()), h.now);
+    h.pool
+        .replace_stuck(silent[0], LastStatus::Was("GET /".into()), h.now);
     let replacement = h.tick();
     assert_eq!(replacement.len(), 1);
     assert_eq!(replacement[0].0, 0);
@@ -322,10 +327,15 @@ fn a_worker_without_a_live_file_is_said_once() {
     let mut h = Harness::new(1);
     let pid = h.start_all()[0];
     let unheld = [Observation {
+        slot: 0,
         pid,
         held: false,
         file: None,
     }];
+    // Not at the first check: it may have died since the last reap.
+    h.pool.judge(Clocks::now(), &unheld);
+    h.run_effects();
+    assert_eq!(h.logged(|e| matches!(e, Event::Unheld { .. })), 0);
     for _ in 0..3 {
         h.pool.judge(Clocks::now(), &unheld);
     }
@@ -363,4 +373,45 @@ fn ttou_retires_the_last_slot_and_ttin_adds_one() {
     assert_eq!(h.logged(|e| matches!(e, Event::RemoveRefused)), 1);
     h.pool.add_worker(h.now);
     assert_eq!(h.tick().len(), 1);
+}
+
+#[test]
+fn an_adopted_process_is_said_once_and_stopped_with_the_master() {
+    let mut h = Harness::new(1);
+    let worker = h.start_all()[0];
+    let escaped = Pid::from_raw(999);
+    for _ in 0..3 {
+        h.pool.adopted(escaped, "sleep 1000".into(), h.now);
+        h.pool.adopted(worker, "not an orphan".into(), h.now);
+    }
+    h.run_effects();
+    assert_eq!(h.logged(|e| matches!(e, Event::Adopted { .. })), 1);
+    assert!(h.terminated.is_empty());
+    h.pool.stop_gracefully(h.now);
+    h.run_effects();
+    assert_eq!(h.terminated, [worker, escaped]);
+    h.exit(worker, Ended::Signaled(Signal::SIGTERM));
+    // The master waits for it, and kills it at the graceful deadline.
+    assert!(!h.pool.is_done());
+    h.advance(Duration::from_secs(30));
+    h.tick();
+    assert_eq!(h.killed, [escaped]);
+    h.exit(escaped, Ended::Signaled(Signal::SIGKILL));
+    assert!(h.pool.is_done());
+}
+
+#[test]
+fn with_kill_orphans_an_adopted_process_is_stopped_at_once() {
+    let mut h = Harness::new(1);
+    let mut config = config(1, "./worker");
+    config.kill_orphans = true;
+    h.pool = Pool::new(config, h.now);
+    h.start_all();
+    let escaped = Pid::from_raw(999);
+    h.pool.adopted(escaped, "sleep 1000".into(), h.now);
+    h.run_effects();
+    assert_eq!(h.terminated, [escaped]);
+    h.advance(Duration::from_secs(30));
+    h.tick();
+    assert_eq!(h.killed, [escaped]);
 }

@@ -9,31 +9,95 @@ use std::time::Instant;
 use super::dump::shown_status;
 use super::Shell;
 use crate::render;
+use crate::scoreboard::{Scoreboard, Status};
 use crate::supervisor::core::{Clocks, FileSeen, Observation};
-use crate::supervisor::events::Event;
+use crate::supervisor::events::{Event, LastStatus};
+use crate::supervisor::master_file::{self, ClaimError, MasterFile};
 
 impl Shell {
     pub(super) fn check_board(&mut self) {
         let began = Instant::now();
+        self.ensure_board();
         let clocks = Clocks::now();
         let running: Vec<_> = self.pool.running().collect();
-        let seen: Vec<Observation> = running.iter().map(|&(_, pid)| self.observe(pid)).collect();
+        let seen: Vec<Observation> = running
+            .iter()
+            .map(|&(slot, pid)| self.observe(slot, pid))
+            .collect();
         for silent in self.pool.judge(clocks, &seen) {
-            let last = self
-                .files
-                .get(&silent.pid)
-                .and_then(shown_status)
-                .map(|s| render::escape(&s));
+            let last = match self.files.get(&silent.pid).map(shown_status) {
+                Some(Status::Written(status)) => LastStatus::Was(render::escape(&status)),
+                Some(Status::Unreadable(why)) => LastStatus::Unreadable(why.to_string()),
+                Some(Status::NotYet) | None => LastStatus::Never,
+            };
             self.pool.replace_stuck(silent, last, Instant::now());
         }
         self.remove_unknown_dead_files();
+        self.adopt_orphans();
+        self.publish();
         self.pool.emit(Event::BoardChecked {
             workers: running.len(),
             took: began.elapsed(),
         });
     }
 
-    fn observe(&mut self, pid: nix::unistd::Pid) -> Observation {
+    /// The pool's snapshot into the master file, for `prefork status`.
+    pub(in crate::supervisor) fn publish(&mut self) {
+        self.unpublished = false;
+        self.published = Instant::now();
+        let snapshot = self.snapshot();
+        if let Err(e) = self.master_file.publish(&snapshot, Instant::now()) {
+            self.pool.emit(Event::BoardProblem {
+                what: format!("cannot write {}: {e}", master_file::NAME),
+            });
+        }
+    }
+
+    /// Recreates the board where it was when its directory was removed,
+    /// renamed or replaced under us (with the same checks as at start), and
+    /// rolls the workers over so that they show on it again. Returns
+    /// whether the board is usable.
+    pub(super) fn ensure_board(&mut self) -> bool {
+        if self.board.dir_is_current() {
+            self.board_lost = false;
+            return true;
+        }
+        let dir = self.board.base_dir().to_path_buf();
+        match Scoreboard::new(&dir) {
+            Ok(board) => {
+                let registrar = board
+                    .fork_registrar()
+                    .expect("the master's scoreboard uses process ids");
+                self.launcher.set_registrar(registrar);
+                match MasterFile::claim(&dir) {
+                    Ok(file) => self.master_file = file,
+                    Err(ClaimError::Taken(claimed)) => self.pool.emit(Event::BoardProblem {
+                        what: format!("the recreated scoreboard: {claimed}"),
+                    }),
+                    Err(ClaimError::Io(path, e)) => self.pool.emit(Event::BoardProblem {
+                        what: format!("cannot create {}: {e}", path.display()),
+                    }),
+                }
+                // The running workers' files stay open here (an unlinked
+                // file still says when it was written): still judged.
+                self.board = board;
+                self.board_lost = false;
+                self.pool.emit(Event::BoardRecreated { dir });
+                self.pool
+                    .roll_over("their status files went with the old scoreboard directory");
+                true
+            }
+            Err(e) => {
+                if !std::mem::replace(&mut self.board_lost, true) {
+                    let error = e.to_string();
+                    self.pool.emit(Event::BoardLost { dir, error });
+                }
+                false
+            }
+        }
+    }
+
+    fn observe(&mut self, slot: usize, pid: nix::unistd::Pid) -> Observation {
         let mut state = self.files.get(&pid).and_then(|f| f.state().ok());
         if state.is_none_or(|s| !s.linked) {
             // The worker replaced its file: Parallel::Scoreboard's
@@ -52,6 +116,7 @@ impl Shell {
             .get(&pid)
             .is_some_and(|f| f.is_held().unwrap_or(true));
         Observation {
+            slot,
             pid,
             held,
             file: state.map(|s| FileSeen {

@@ -7,7 +7,7 @@ use std::time::{Instant, SystemTime};
 
 use super::Shell;
 use crate::render;
-use crate::scoreboard::WatchedFile;
+use crate::scoreboard::{Status, WatchedFile};
 use crate::supervisor::core::{PhaseName, Snapshot};
 use crate::supervisor::sinks;
 
@@ -18,9 +18,14 @@ use crate::supervisor::sinks;
 const SHOWN: usize = 1024;
 
 /// The status in `file` as the master shows it: at most [`SHOWN`] bytes of
-/// it (read at that cost), followed by the whole length when it is longer.
-pub(super) fn shown_status(file: &WatchedFile) -> Option<Vec<u8>> {
-    let (mut head, len) = file.status_head(SHOWN)?;
+/// it (read at that cost), followed by the whole length when it is longer;
+/// or why it cannot be read (the worker holds its lock all the same).
+pub(super) fn shown_status(file: &WatchedFile) -> Status {
+    let (mut head, len) = match file.try_status_head(SHOWN) {
+        Ok(Some(head)) => head,
+        Ok(None) => return Status::NotYet,
+        Err(why) => return Status::Unreadable(why),
+    };
     if len > head.len() as u64 {
         // Not in the middle of a character.
         if let Err(e) = std::str::from_utf8(&head) {
@@ -30,7 +35,7 @@ pub(super) fn shown_status(file: &WatchedFile) -> Option<Vec<u8>> {
         }
         head.extend_from_slice(format!("... ({len} bytes)").as_bytes());
     }
-    Some(head)
+    Status::Written(head)
 }
 
 impl Shell {
@@ -53,6 +58,7 @@ impl Shell {
             .map(|(index, slot)| {
                 let file = slot.pid.and_then(|pid| self.files.get(&pid));
                 let state = file.and_then(|f| f.state().ok()).filter(|s| s.written);
+                let status = file.map_or(Status::NotYet, shown_status);
                 render::Row {
                     slot: Some(index),
                     id: slot.pid.map_or_else(|| "-".to_string(), |p| p.to_string()),
@@ -60,7 +66,7 @@ impl Shell {
                     since_update: state.map(|s| wall.duration_since(s.updated).unwrap_or_default()),
                     restarts: Some(slot.restarts),
                     last_exit: slot.last_end.as_ref().map(|e| e.to_string()),
-                    status: state.and(file).and_then(shown_status),
+                    status,
                 }
             })
             .collect();

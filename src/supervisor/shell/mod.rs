@@ -10,6 +10,7 @@
 //! through the sinks, and spawning does not wait for a child's exec.
 
 mod board;
+mod children;
 mod dump;
 
 use std::collections::HashMap;
@@ -18,12 +19,13 @@ use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
-use nix::sys::signal::{killpg, Signal};
+use nix::sys::signal::{kill, killpg, Signal};
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 
 use super::core::{Effect, Pool};
 use super::events::{Ended, Event};
+use super::master_file::{self, MasterFile};
 use super::signals::{Request, Signals};
 use super::sinks::{self, Sink, BOARD_CAPACITY};
 use super::spawn::{ExecWatch, Launcher, SpawnError};
@@ -33,6 +35,8 @@ use crate::scoreboard::{Scoreboard, WatchedFile};
 pub struct Shell {
     pub(super) pool: Pool,
     pub(super) board: Scoreboard,
+    /// Our claim on the board, with the pool's snapshot for readers.
+    pub(super) master_file: MasterFile,
     /// The directory we created (removed when dropped, after `board`).
     pub(super) owned_dir: Option<tempfile::TempDir>,
     pub(super) launcher: Launcher,
@@ -46,12 +50,23 @@ pub struct Shell {
     pub(super) starting: Vec<(Pid, ExecWatch)>,
     /// Standard output, for the SIGUSR1 board.
     pub(super) stdout: Sink,
+    /// The board's directory is gone and could not be made again (said once).
+    pub(super) board_lost: bool,
+    /// The pool changed since the master file was last written, and when
+    /// that was: it is rewritten at most every [`PUBLISH_EVERY`].
+    pub(super) unpublished: bool,
+    pub(super) published: Instant,
 }
+
+/// How fresh `prefork status` sees the pool, at most: a burst of spawns or
+/// exits rewrites the master file once, not once per event.
+const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 
 impl Shell {
     pub(super) fn new(
         pool: Pool,
         board: Scoreboard,
+        master_file: MasterFile,
         owned_dir: Option<tempfile::TempDir>,
         launcher: Launcher,
         signals: Signals,
@@ -60,6 +75,7 @@ impl Shell {
         Shell {
             pool,
             board,
+            master_file,
             owned_dir,
             launcher,
             signals,
@@ -67,6 +83,9 @@ impl Shell {
             files: HashMap::new(),
             starting: Vec::new(),
             stdout: Sink::open(1, "standard output", BOARD_CAPACITY),
+            board_lost: false,
+            unpublished: false,
+            published: Instant::now(),
         }
     }
 
@@ -76,7 +95,13 @@ impl Shell {
             self.pool.tick(Instant::now());
             self.apply_effects();
             if self.pool.is_done() {
-                return;
+                // What the last workers left behind, reparented to us as
+                // they died, is stopped too before we go.
+                self.adopt_orphans();
+                self.apply_effects();
+                if self.pool.is_done() {
+                    return;
+                }
             }
             let ready = self.wait_for_events();
             self.collect_execs(&ready);
@@ -95,6 +120,9 @@ impl Shell {
                 self.check_board();
             }
             self.apply_effects();
+            if self.unpublished && self.published.elapsed() >= PUBLISH_EVERY {
+                self.publish();
+            }
         }
     }
 
@@ -105,6 +133,16 @@ impl Shell {
             if effects.is_empty() {
                 return;
             }
+            // A stat and an fstat per batch, so that a board removed since
+            // the last check costs no failed start.
+            if effects.iter().any(|e| matches!(e, Effect::Spawn { .. })) {
+                self.ensure_board();
+            }
+            // What changes the pool, not a debug line (an idle master's
+            // board check must not cost a second wake-up).
+            self.unpublished |= effects
+                .iter()
+                .any(|e| !matches!(e, Effect::Log(event) if event.level() == log::Level::Debug));
             for effect in effects {
                 match effect {
                     Effect::Spawn { slot, spec } => {
@@ -119,6 +157,11 @@ impl Shell {
                     }
                     Effect::Terminate(pgid) => terminate_group(pgid),
                     Effect::Kill(pgid) => drop(killpg(pgid, Signal::SIGKILL)),
+                    Effect::TerminateProcess(pid) => {
+                        let _ = kill(pid, Signal::SIGTERM);
+                        let _ = kill(pid, Signal::SIGCONT);
+                    }
+                    Effect::KillProcess(pid) => drop(kill(pid, Signal::SIGKILL)),
                     Effect::Log(event) => log::log!(event.level(), "{event}"),
                 }
             }
@@ -129,7 +172,12 @@ impl Shell {
     /// writes what the sinks hold where `poll` says it can. Returns the
     /// exec pipes that became readable.
     fn wait_for_events(&mut self) -> Vec<RawFd> {
-        let timeout = match self.pool.next_deadline() {
+        let publish = self.unpublished.then(|| self.published + PUBLISH_EVERY);
+        let deadline = match (self.pool.next_deadline(), publish) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let timeout = match deadline {
             None => PollTimeout::NONE,
             Some(at) => {
                 let left = at.saturating_duration_since(Instant::now());
@@ -188,6 +236,11 @@ impl Shell {
     }
 
     pub(super) fn exec_done(&mut self, pid: Pid, result: Result<(), SpawnError>) {
+        if matches!(&result, Err(SpawnError::Register(e)) if e.raw_os_error() == Some(libc::ENOENT))
+        {
+            // Its board's directory is gone: make it again before a retry.
+            self.ensure_board();
+        }
         self.pool
             .exec_done(pid, result.map_err(|e| e.to_string()), Instant::now());
         if let Some(slot) = self.pool.slot_of_worker(pid) {
@@ -215,8 +268,14 @@ impl Shell {
         let now = Instant::now();
         match request {
             Request::Reap => {} // see run()
-            Request::Stop => self.pool.stop_gracefully(now),
-            Request::StopNow => self.pool.stop_now("SIGQUIT", now),
+            Request::Stop => {
+                self.adopt_orphans();
+                self.pool.stop_gracefully(now);
+            }
+            Request::StopNow => {
+                self.adopt_orphans();
+                self.pool.stop_now("SIGQUIT", now);
+            }
             Request::Dump => self.dump(),
             Request::AddWorker => self.pool.add_worker(now),
             Request::RemoveWorker => self.pool.remove_worker(now),
@@ -273,6 +332,7 @@ impl Shell {
     /// After the last worker: remove their files, and our directory; give
     /// the output a moment to drain.
     pub(super) fn finish(mut self) {
+        let _ = std::fs::remove_file(self.board.base_dir().join(master_file::NAME));
         if let Err(e) = self.board.cleanup() {
             self.pool.emit(Event::BoardProblem {
                 what: format!("cannot clean the scoreboard: {e}"),

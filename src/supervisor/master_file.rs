@@ -1,0 +1,199 @@
+//! The master's own file on its board, `prefork.master` (a name that
+//! Parallel::Scoreboard's `status_*` glob and prefork's readers pass over).
+//!
+//! The master holds an exclusive `flock` on it for its whole life, so a
+//! second master started on the same board by mistake is refused, naming
+//! the first one's pid, instead of silently doubling the pool. The file
+//! carries the pool's snapshot as JSON, in a Parallel::Scoreboard record
+//! (MD5, length, bytes: a reader can tell a torn read), rewritten at each
+//! board check: what `prefork status` needs to show what the SIGUSR1 dump
+//! shows.
+
+use std::fs::File;
+use std::io;
+use std::os::fd::AsFd;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use super::core::{PhaseName, Snapshot};
+use crate::scoreboard::{self, record};
+
+/// The file's name in the board directory.
+pub const NAME: &str = "prefork.master";
+
+/// What the file says about its master: the first fields of its snapshot.
+#[derive(Debug)]
+pub struct Claimed {
+    pub path: PathBuf,
+    pub pid: Option<u32>,
+}
+
+impl std::fmt::Display for Claimed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let who = self.pid.map_or_else(
+            || "another prefork master".to_string(),
+            |pid| format!("the prefork master pid={pid}"),
+        );
+        write!(
+            f,
+            "{who} already runs on this board ({} is locked): stop it first, or give this one a \
+             scoreboard directory of its own (--scoreboard DIR)",
+            self.path.display()
+        )
+    }
+}
+
+/// The master's claim on its board.
+pub struct MasterFile {
+    file: nix::fcntl::Flock<File>,
+}
+
+/// Why the board could not be claimed.
+pub enum ClaimError {
+    Taken(Claimed),
+    Io(PathBuf, io::Error),
+}
+
+impl MasterFile {
+    /// Creates (or opens) and locks the board's master file.
+    pub fn claim(board_dir: &Path) -> Result<MasterFile, ClaimError> {
+        let path = board_dir.join(NAME);
+        let io = |e| ClaimError::Io(path.clone(), e);
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o644)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+            .open(&path)
+            .map_err(io)?;
+        if !file.metadata().map_err(io)?.is_file() {
+            let e = io::Error::new(io::ErrorKind::InvalidData, "not a regular file");
+            return Err(ClaimError::Io(path, e));
+        }
+        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(file) => Ok(MasterFile { file }),
+            Err((file, nix::errno::Errno::EWOULDBLOCK)) => Err(ClaimError::Taken(Claimed {
+                pid: read_pid(&file),
+                path,
+            })),
+            Err((_, e)) => Err(ClaimError::Io(path, e.into())),
+        }
+    }
+
+    /// Rewrites the snapshot. The file is ours and on the board's
+    /// filesystem (tmpfs by default): a positioned write, no wait on anyone.
+    pub fn publish(&self, snapshot: &Snapshot, now: Instant) -> io::Result<()> {
+        let json = render(snapshot, now);
+        scoreboard::write_status_to(self.file.as_fd(), json.as_bytes())
+            .map_err(io::Error::other)?;
+        let len = (record::HEADER_LEN + json.len()) as u64;
+        self.file.set_len(len)
+    }
+}
+
+/// The pid in a claimed file's snapshot, if it reads back whole.
+fn read_pid(file: &File) -> Option<u32> {
+    let value = read_snapshot(file)?;
+    value.get("master_pid")?.as_u64().map(|p| p as u32)
+}
+
+/// A full board of 4096 slots fits several times over.
+const MAX_SNAPSHOT: usize = 4 << 20;
+
+/// The snapshot in a master file, if it reads back whole (a torn read, the
+/// master rewriting it, is tried again a few times).
+fn read_snapshot(file: &File) -> Option<serde_json::Value> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; MAX_SNAPSHOT];
+    for _ in 0..scoreboard::READ_ATTEMPTS {
+        let n = file.read_at(&mut buf, 0).ok()?;
+        if let record::Parsed::Valid(json) = record::parse(&buf[..n]) {
+            return serde_json::from_slice(json).ok();
+        }
+    }
+    None
+}
+
+/// The running master's snapshot on the board in `dir`, for `prefork
+/// status`: `None` without a master file, when its master is gone (nobody
+/// holds its lock), or when it cannot be read. Never blocks: the file is
+/// opened without following a symlink nor waiting on a FIFO.
+pub fn read(dir: &Path) -> Option<serde_json::Value> {
+    let file = File::options()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(dir.join(NAME))
+        .ok()?;
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
+    // A lock we can take means a master that is gone: its snapshot is stale.
+    match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockSharedNonblock) {
+        Ok(_released_on_drop) => None,
+        Err((file, nix::errno::Errno::EWOULDBLOCK)) => read_snapshot(&file),
+        Err(_) => None,
+    }
+}
+
+/// The snapshot as JSON: times as Unix seconds, so that any reader can use
+/// them.
+fn render(snapshot: &Snapshot, now: Instant) -> String {
+    let wall = SystemTime::now();
+    let unix = |at: Instant| {
+        wall.checked_sub(now.saturating_duration_since(at))
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map(|d| (d.as_secs_f64() * 1000.0).round() / 1000.0)
+    };
+    let phase = match snapshot.phase {
+        PhaseName::Starting => "starting",
+        PhaseName::Running => "running",
+        PhaseName::Reloading => "reloading",
+        PhaseName::Stopping => "stopping",
+    };
+    let slots: Vec<serde_json::Value> = snapshot
+        .slots
+        .iter()
+        .enumerate()
+        .map(|(slot, s)| {
+            let state = match (s.pid, s.running_since) {
+                (None, _) => "empty",
+                (Some(_), None) => "starting",
+                (Some(_), Some(_)) => "running",
+            };
+            serde_json::json!({
+                "slot": slot,
+                "pid": s.pid.map(|p| p.as_raw()),
+                "state": state,
+                "since": s.running_since.and_then(unix),
+                "restarts": s.restarts,
+                "last_exit": s.last_end.as_ref().map(|e| e.to_string()),
+            })
+        })
+        .collect();
+    let c = &snapshot.counters;
+    serde_json::json!({
+        "master_pid": std::process::id(),
+        "started": unix(snapshot.began),
+        "updated": unix(now),
+        "phase": phase,
+        "workers": snapshot.slots.len(),
+        "live": snapshot.live(),
+        "slots": slots,
+        "counters": {
+            "spawned": c.spawned,
+            "exited_ok": c.exited_ok,
+            "exited_error": c.exited_error,
+            "signaled": c.signaled,
+            "stuck_kills": c.stuck_kills,
+            "spawn_failures": c.spawn_failures,
+            "reloads": c.reloads,
+            "reloads_failed": c.reloads_failed,
+            "rollouts_aborted": c.rollouts_aborted,
+            "output_dropped": c.output_dropped,
+        },
+    })
+    .to_string()
+}
