@@ -113,10 +113,10 @@ fn start(sample: &Sample, sandbox: &Sandbox) -> Running {
     let mut cmd = std::process::Command::new(PREFORK);
     cmd.current_dir(ROOT)
         .args(command_line(sample, &sandbox.board()))
-        // prefork gives every worker PREFORK_BIN, the path of the running
-        // binary, for `prefork report`; the test gives it the same value, so
-        // that what it checks is the sample configs, not that.
-        .env("PREFORK_BIN", PREFORK);
+        // A worker finds `prefork report` with no set-up of the user's: the
+        // master exports PREFORK_BIN, its own path (and prefork is on no
+        // PATH here). The issue: "prefork: not found", over and over.
+        .env_remove("PREFORK_BIN");
     Running::start(&mut cmd)
 }
 
