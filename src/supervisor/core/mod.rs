@@ -10,6 +10,7 @@
 
 mod rollout;
 mod slots;
+mod stop;
 mod stuck;
 #[cfg(test)]
 mod tests;
@@ -517,123 +518,6 @@ impl Pool {
             deadline: now + timeout,
             killed: false,
         });
-    }
-
-    pub fn stop_gracefully(&mut self, now: Instant) {
-        if let Some(s) = self.stopping() {
-            if !s.killed {
-                self.stop_now("second stop signal", now);
-            }
-            return;
-        }
-        let timeout = self.config.graceful_timeout;
-        self.emit(Event::StopGraceful {
-            workers: self.live_workers(),
-            timeout,
-        });
-        self.enter_stopping(Stopping {
-            deadline: now + timeout,
-            killed: false,
-        });
-        for pgid in self.all_groups() {
-            self.effects.push(Effect::Terminate(pgid));
-        }
-        for orphan in &mut self.orphans {
-            if orphan.deadline.is_none() {
-                orphan.deadline = Some(now + timeout);
-                self.effects.push(Effect::TerminateProcess(orphan.pid));
-            }
-        }
-    }
-
-    pub fn stop_now(&mut self, why: &'static str, now: Instant) {
-        self.emit(Event::StopNow {
-            why,
-            workers: self.live_workers(),
-        });
-        self.enter_stopping(Stopping {
-            deadline: now,
-            killed: true,
-        });
-        for pgid in self.all_groups() {
-            self.effects.push(Effect::Kill(pgid));
-        }
-        for group in &mut self.draining {
-            group.killed = true;
-        }
-        for orphan in self.orphans.iter_mut().filter(|o| !o.killed) {
-            orphan.killed = true;
-            self.effects.push(Effect::KillProcess(orphan.pid));
-        }
-    }
-
-    fn enter_stopping(&mut self, stopping: Stopping) {
-        let previous = std::mem::replace(&mut self.phase, Phase::Stopping(stopping));
-        // A worker a rollout was starting is stopped with the others.
-        if let Some(pid) = match &previous {
-            Phase::Rolling(r) => r.incoming(),
-            _ => None,
-        } {
-            self.draining.push(Draining {
-                pgid: pid,
-                leader_alive: true,
-                deadline: stopping.deadline,
-                killed: stopping.killed,
-            });
-        }
-        for slot in &mut self.slots {
-            slot.forking = false;
-        }
-    }
-
-    fn all_groups(&self) -> Vec<Pid> {
-        let workers = self.slots.iter().filter_map(Slot::pid);
-        let groups = self.draining.iter().map(|d| d.pgid);
-        workers.chain(groups).collect()
-    }
-
-    /// Whether `pid` is a process we know: a worker, a retired one, an
-    /// adopted one.
-    pub fn knows(&self, pid: Pid) -> bool {
-        self.own_pids().any(|p| p == pid)
-    }
-
-    /// A child of ours that none of our records knows: a worker's
-    /// descendant that escaped its process group and was reparented to us.
-    /// Said once; stopped at once with `kill_orphans` or while stopping,
-    /// else when the master stops.
-    pub fn adopted(&mut self, pid: Pid, command: String, now: Instant) {
-        if self.knows(pid) {
-            return;
-        }
-        let mut orphan = Orphan {
-            pid,
-            deadline: None,
-            killed: false,
-        };
-        let stopping = self.stopping();
-        let now_too = stopping.is_some() || self.config.kill_orphans;
-        self.emit(Event::Adopted {
-            pid,
-            command,
-            stopped_now: now_too,
-        });
-        match stopping {
-            Some(s) if s.killed => {
-                orphan.killed = true;
-                self.effects.push(Effect::KillProcess(pid));
-            }
-            Some(s) => {
-                orphan.deadline = Some(s.deadline.max(now));
-                self.effects.push(Effect::TerminateProcess(pid));
-            }
-            None if self.config.kill_orphans => {
-                orphan.deadline = Some(now + self.config.graceful_timeout);
-                self.effects.push(Effect::TerminateProcess(pid));
-            }
-            None => {}
-        }
-        self.orphans.push(orphan);
     }
 
     /// SIGTTIN: one worker more.

@@ -12,7 +12,7 @@
 //! - `setpgid`: its own process group, which the master signals as a whole;
 //! - `prctl(PR_SET_PDEATHSIG)` and `getppid`: die with the master;
 //! - `sigprocmask`, and `rt_sigaction` as a raw system call: an empty mask
-//!   and default dispositions (see [`default_disposition`]);
+//!   and default dispositions (`child.rs` says why raw);
 //! - `dup2`: `/dev/null` as standard input;
 //! - [`ForkRegistrar::register`]: `getpid`, `openat`, `flock`, `renameat`,
 //!   `dup2`/`fcntl`, `close`, with names formatted on the stack: its status
@@ -34,6 +34,16 @@ use std::sync::Arc;
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use nix::unistd::Pid;
 
+mod child;
+mod limits;
+mod program;
+
+use child::Child;
+use limits::nofile_soft_limit;
+pub use limits::{raise_nofile_limit, reserve_status_fd};
+pub use program::preflight;
+use program::{explain_exec, path_of, resolve};
+
 use super::spec::WorkerSpec;
 use crate::scoreboard::{ForkRegistrar, DIR_VAR, STATUS_FD_VAR};
 
@@ -45,7 +55,7 @@ pub const STATUS_FD: i32 = 3;
 /// The step of the child's set-up that failed, as the report says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(u32)]
-enum Stage {
+pub(super) enum Stage {
     Setup = 1,
     Stdin = 2,
     Register = 3,
@@ -109,7 +119,7 @@ pub struct ExecWatch {
     working_directory: Option<PathBuf>,
 }
 
-const REPORT_LEN: usize = 8;
+pub(super) const REPORT_LEN: usize = 8;
 
 impl ExecWatch {
     pub fn fd(&self) -> RawFd {
@@ -297,17 +307,8 @@ impl Launcher {
             CString::new(bytes)
                 .map_err(|_| SpawnError::Prepare(format!("{what} contains a NUL byte")))
         };
-        let path_var = spec
-            .env
-            .iter()
-            .find(|(key, _)| key == "PATH")
-            .map(|(_, value)| value.clone())
-            .or_else(|| std::env::var_os("PATH"));
-        let program = &spec.command[0];
-        let path = cstring(
-            "the command",
-            resolve(program, path_var.as_deref()).into_vec(),
-        )?;
+        let program = resolve(&spec.command[0], path_of(spec).as_deref());
+        let path = cstring("the command", program.into_vec())?;
         let argv: Vec<CString> = spec
             .command
             .iter()
@@ -364,75 +365,6 @@ impl Launcher {
     }
 }
 
-/// What an exec failure means, in words an operator can act on: the
-/// kernel's ENOENT for a script whose interpreter is missing, or EACCES for
-/// a directory, say nothing of the kind.
-fn explain_exec(program: &Path, e: &io::Error) -> String {
-    use std::os::unix::fs::PermissionsExt;
-    let shown = program.display();
-    if !program.as_os_str().as_bytes().contains(&b'/') {
-        return format!("`{shown}` is not found on PATH");
-    }
-    let Ok(meta) = std::fs::metadata(program) else {
-        return format!("{e} (looked for {shown})");
-    };
-    if meta.is_dir() {
-        return format!("{shown} is a directory, not a program");
-    }
-    if meta.permissions().mode() & 0o111 == 0 {
-        return format!("{shown} is not executable (chmod +x {shown})");
-    }
-    if e.raw_os_error() == Some(libc::ENOENT) {
-        if let Some(interpreter) = interpreter_of(program) {
-            if !interpreter.exists() {
-                return format!(
-                    "{shown} names the interpreter {} on its #! line, which does not exist",
-                    interpreter.display()
-                );
-            }
-        }
-    }
-    format!("{e} ({shown})")
-}
-
-/// The interpreter a script's `#!` line names.
-fn interpreter_of(program: &Path) -> Option<PathBuf> {
-    use std::io::Read;
-    let mut head = [0u8; 256];
-    let file = std::fs::File::open(program).ok()?;
-    let n = file.take(head.len() as u64).read(&mut head).ok()?;
-    let line = head[..n].strip_prefix(b"#!")?;
-    let line = line.split(|&b| b == b'\n').next()?;
-    let word = line
-        .split(|b| b.is_ascii_whitespace())
-        .find(|w| !w.is_empty())?;
-    Some(PathBuf::from(OsStr::from_bytes(word)))
-}
-
-/// Whether `spec`'s program can be started, checked as a spawn would find
-/// it, without starting it: for `prefork check`.
-pub fn preflight(spec: &WorkerSpec) -> Result<PathBuf, String> {
-    use std::os::unix::fs::PermissionsExt;
-    let program = PathBuf::from(resolve(&spec.command[0], path_of(spec).as_deref()));
-    let not_found = explain_exec(&program, &io::Error::from_raw_os_error(libc::ENOENT));
-    let meta = std::fs::metadata(&program).map_err(|_| not_found)?;
-    if meta.is_dir() || meta.permissions().mode() & 0o111 == 0 {
-        return Err(explain_exec(
-            &program,
-            &io::Error::from_raw_os_error(libc::EACCES),
-        ));
-    }
-    if let Some(interpreter) = interpreter_of(&program) {
-        if !interpreter.exists() {
-            return Err(explain_exec(
-                &program,
-                &io::Error::from_raw_os_error(libc::ENOENT),
-            ));
-        }
-    }
-    Ok(program)
-}
-
 fn argv_tail(argv: &[CString]) -> impl Iterator<Item = CString> + '_ {
     argv.iter().skip(1).cloned()
 }
@@ -443,234 +375,4 @@ fn pointers(strings: &[CString]) -> Vec<*const libc::c_char> {
         .map(|c| c.as_ptr())
         .chain([std::ptr::null()])
         .collect()
-}
-
-/// The PATH a worker runs with: its spec's, or the master's.
-fn path_of(spec: &WorkerSpec) -> Option<OsString> {
-    spec.env
-        .iter()
-        .find(|(key, _)| key == "PATH")
-        .map(|(_, value)| value.clone())
-        .or_else(|| std::env::var_os("PATH"))
-}
-
-/// `program`'s path on `path`, like execvp would find it; the program itself
-/// when it is not found (exec then says so). A relative path is relative to
-/// the directory prefork was started in, as every path prefork is given,
-/// even when the worker starts elsewhere (`working_directory`).
-fn resolve(program: &OsStr, path: Option<&OsStr>) -> OsString {
-    use std::os::unix::fs::PermissionsExt;
-    if program.as_bytes().contains(&b'/') {
-        return std::path::absolute(program).map_or_else(|_| program.to_owned(), Into::into);
-    }
-    let dirs = std::env::split_paths(path.unwrap_or(OsStr::new("/usr/local/bin:/usr/bin:/bin")));
-    dirs.filter(|dir| dir.is_absolute())
-        .map(|dir| dir.join(program))
-        .find(|candidate| {
-            std::fs::metadata(candidate)
-                .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        })
-        .map_or_else(|| program.to_owned(), Into::into)
-}
-
-/// What the child runs on: raw pointers into data the parent keeps alive
-/// (the child has its own copy of the whole address space).
-struct Child {
-    path: *const libc::c_char,
-    argv: *const *const libc::c_char,
-    sh_argv: *const *const libc::c_char,
-    envp: *const *const libc::c_char,
-    working_directory: Option<*const libc::c_char>,
-    registrar: ForkRegistrar,
-    nofile: Option<libc::rlimit>,
-    devnull: RawFd,
-    report: RawFd,
-    master_pid: libc::pid_t,
-}
-
-impl Child {
-    /// The child's side, between fork and exec. Async-signal-safe only: no
-    /// allocation, no lock, no return.
-    ///
-    /// # Safety
-    /// Only in the child of `fork`, with every pointer valid.
-    unsafe fn run(&self) -> ! {
-        if let Err(e) = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0)) {
-            self.fail(Stage::Setup, e as i32);
-        }
-        // A master killed with SIGKILL takes its workers with it. If it died
-        // before this call, the signal will never come: give up now.
-        if let Err(e) = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL) {
-            self.fail(Stage::Setup, e as i32);
-        }
-        if nix::unistd::getppid().as_raw() != self.master_pid {
-            self.fail(Stage::Setup, libc::ESRCH);
-        }
-        // An empty mask (the master's parent may have blocked some), and
-        // default dispositions for every signal: handlers are reset by exec
-        // anyway, but an ignored signal would stay ignored, and the master
-        // (Rust ignores SIGPIPE) or its parent may have ignored some.
-        let mut none: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut none);
-        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
-        for sig in 1..=libc::SIGRTMAX() {
-            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                default_disposition(sig);
-            }
-        }
-        // A background group reading the terminal would be stopped by
-        // SIGTTIN: no stdin.
-        if libc::dup2(self.devnull, 0) < 0 {
-            self.fail(Stage::Stdin, errno());
-        }
-        if let Err(e) = self.registrar.register(STATUS_FD) {
-            self.fail(Stage::Register, e);
-        }
-        if let Some(dir) = self.working_directory {
-            if libc::chdir(dir) < 0 {
-                self.fail(Stage::Chdir, errno());
-            }
-        }
-        cloexec_above(STATUS_FD);
-        // The descriptor limit the master was started with: a worker
-        // written for it (select(), say) must not get the master's raised
-        // one. Last: until exec closes them, the child holds the master's
-        // descriptors, above that limit, and registering needs one more.
-        if let Some(limit) = &self.nofile {
-            if libc::setrlimit(libc::RLIMIT_NOFILE, limit) < 0 {
-                self.fail(Stage::Setup, errno());
-            }
-        }
-        libc::execve(self.path, self.argv, self.envp);
-        let e = errno();
-        if e == libc::ENOEXEC {
-            libc::execve(*self.sh_argv, self.sh_argv, self.envp);
-        }
-        self.fail(Stage::Exec, e)
-    }
-
-    /// Reports the failed stage and its errno to the master, and exits.
-    unsafe fn fail(&self, stage: Stage, errno: i32) -> ! {
-        let mut report = [0u8; REPORT_LEN];
-        report[..4].copy_from_slice(&(stage as u32).to_ne_bytes());
-        report[4..].copy_from_slice(&errno.to_ne_bytes());
-        // A pipe takes 8 bytes at once; if the master is gone, nobody cares.
-        libc::write(self.report, report.as_ptr().cast(), REPORT_LEN);
-        libc::_exit(127)
-    }
-}
-
-/// This thread's errno: a read of a thread-local, safe after fork.
-fn errno() -> i32 {
-    nix::errno::Errno::last_raw()
-}
-
-/// Sets `sig` to SIG_DFL with the raw system call: glibc's `signal` and
-/// `sigaction` refuse its reserved real-time signals (32 and 33), which stay
-/// ignored across exec if the master inherited them ignored.
-fn default_disposition(sig: libc::c_int) {
-    // All zeros is SIG_DFL with no flags and an empty mask, whatever the
-    // architecture's field order in the kernel's `struct sigaction`.
-    let action = [0u64; 4];
-    let sigset_size = (libc::SIGRTMAX() as usize + 1) / 8;
-    // SAFETY: a valid, zeroed kernel sigaction and no old-action pointer.
-    unsafe {
-        libc::syscall(
-            libc::SYS_rt_sigaction,
-            sig,
-            action.as_ptr(),
-            std::ptr::null_mut::<u64>(),
-            sigset_size,
-        )
-    };
-}
-
-/// Marks every descriptor above `fd` close-on-exec, so that nothing of the
-/// master (nor of whoever started it) leaks into a worker. Marking rather
-/// than closing keeps the exec-status pipe working until exec.
-fn cloexec_above(fd: i32) {
-    let first = (fd + 1) as libc::c_uint;
-    // SAFETY: close_range only changes descriptor flags.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            first,
-            libc::c_uint::MAX,
-            libc::CLOSE_RANGE_CLOEXEC,
-        )
-    };
-    if ret < 0 {
-        // Kernels before 5.11: mark them one by one, up to the limit.
-        let mut limit = libc::rlimit {
-            rlim_cur: 0,
-            rlim_max: 0,
-        };
-        // SAFETY: getrlimit fills the struct it is given.
-        let max = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
-            limit.rlim_cur.min(1 << 20) as i32
-        } else {
-            1 << 16
-        };
-        for fd in first as i32..max {
-            // SAFETY: fcntl on a closed descriptor fails with EBADF, harmless.
-            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
-        }
-    }
-}
-
-/// Keeps [`STATUS_FD`] open (on /dev/null, close-on-exec) in the master, so
-/// that no descriptor the master opens later lands on that number.
-pub fn reserve_status_fd() -> io::Result<()> {
-    // SAFETY: F_GETFD only asks whether the descriptor is open.
-    if unsafe { libc::fcntl(STATUS_FD, libc::F_GETFD) } >= 0 {
-        // Inherited from whoever started us: never pass it on.
-        // SAFETY: sets a descriptor flag on an open descriptor.
-        unsafe { libc::fcntl(STATUS_FD, libc::F_SETFD, libc::FD_CLOEXEC) };
-        return Ok(());
-    }
-    // Opened close-on-exec; as the lowest free number it is usually 3 itself.
-    let null = OwnedFd::from(std::fs::File::open("/dev/null")?);
-    if null.as_raw_fd() != STATUS_FD {
-        // SAFETY: dup3 onto a number nothing owns (F_GETFD said it is closed);
-        // it then stays open for the master's life, owned by nobody.
-        if unsafe { libc::dup3(null.as_raw_fd(), STATUS_FD, libc::O_CLOEXEC) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-    } else {
-        std::mem::forget(null);
-    }
-    Ok(())
-}
-
-fn nofile_soft_limit() -> u64 {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit fills the struct it is given.
-    unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) };
-    limit.rlim_cur
-}
-
-/// Raises the master's soft descriptor limit to its hard one, as systemd and
-/// the Go runtime do: a thousand workers' status files and exec pipes do
-/// not fit in the common soft limit of 1024. Returns the limit it was
-/// started with, for the workers, when it changed it.
-pub fn raise_nofile_limit() -> Option<libc::rlimit> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit fills the struct it is given.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } < 0
-        || limit.rlim_cur >= limit.rlim_max
-    {
-        return None;
-    }
-    let raised = libc::rlimit {
-        rlim_cur: limit.rlim_max,
-        rlim_max: limit.rlim_max,
-    };
-    // SAFETY: setrlimit reads the struct it is given.
-    (unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0).then_some(limit)
 }

@@ -1,0 +1,154 @@
+//! The child's side, between `fork` and `exec`: async-signal-safe calls
+//! only, on data the parent prepared (see the list in [`super`]'s header).
+
+use std::os::fd::RawFd;
+
+use nix::unistd::Pid;
+
+use super::{Stage, REPORT_LEN, STATUS_FD};
+use crate::scoreboard::ForkRegistrar;
+
+/// What the child runs on: raw pointers into data the parent keeps alive
+/// (the child has its own copy of the whole address space).
+pub(super) struct Child {
+    pub(super) path: *const libc::c_char,
+    pub(super) argv: *const *const libc::c_char,
+    pub(super) sh_argv: *const *const libc::c_char,
+    pub(super) envp: *const *const libc::c_char,
+    pub(super) working_directory: Option<*const libc::c_char>,
+    pub(super) registrar: ForkRegistrar,
+    pub(super) nofile: Option<libc::rlimit>,
+    pub(super) devnull: RawFd,
+    pub(super) report: RawFd,
+    pub(super) master_pid: libc::pid_t,
+}
+
+impl Child {
+    /// The child's side, between fork and exec. Async-signal-safe only: no
+    /// allocation, no lock, no return.
+    ///
+    /// # Safety
+    /// Only in the child of `fork`, with every pointer valid.
+    pub(super) unsafe fn run(&self) -> ! {
+        if let Err(e) = nix::unistd::setpgid(Pid::from_raw(0), Pid::from_raw(0)) {
+            self.fail(Stage::Setup, e as i32);
+        }
+        // A master killed with SIGKILL takes its workers with it. If it died
+        // before this call, the signal will never come: give up now.
+        if let Err(e) = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL) {
+            self.fail(Stage::Setup, e as i32);
+        }
+        if nix::unistd::getppid().as_raw() != self.master_pid {
+            self.fail(Stage::Setup, libc::ESRCH);
+        }
+        // An empty mask (the master's parent may have blocked some), and
+        // default dispositions for every signal: handlers are reset by exec
+        // anyway, but an ignored signal would stay ignored, and the master
+        // (Rust ignores SIGPIPE) or its parent may have ignored some.
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+        for sig in 1..=libc::SIGRTMAX() {
+            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                default_disposition(sig);
+            }
+        }
+        // A background group reading the terminal would be stopped by
+        // SIGTTIN: no stdin.
+        if libc::dup2(self.devnull, 0) < 0 {
+            self.fail(Stage::Stdin, errno());
+        }
+        if let Err(e) = self.registrar.register(STATUS_FD) {
+            self.fail(Stage::Register, e);
+        }
+        if let Some(dir) = self.working_directory {
+            if libc::chdir(dir) < 0 {
+                self.fail(Stage::Chdir, errno());
+            }
+        }
+        cloexec_above(STATUS_FD);
+        // The descriptor limit the master was started with: a worker
+        // written for it (select(), say) must not get the master's raised
+        // one. Last: until exec closes them, the child holds the master's
+        // descriptors, above that limit, and registering needs one more.
+        if let Some(limit) = &self.nofile {
+            if libc::setrlimit(libc::RLIMIT_NOFILE, limit) < 0 {
+                self.fail(Stage::Setup, errno());
+            }
+        }
+        libc::execve(self.path, self.argv, self.envp);
+        let e = errno();
+        if e == libc::ENOEXEC {
+            libc::execve(*self.sh_argv, self.sh_argv, self.envp);
+        }
+        self.fail(Stage::Exec, e)
+    }
+
+    /// Reports the failed stage and its errno to the master, and exits.
+    unsafe fn fail(&self, stage: Stage, errno: i32) -> ! {
+        let mut report = [0u8; REPORT_LEN];
+        report[..4].copy_from_slice(&(stage as u32).to_ne_bytes());
+        report[4..].copy_from_slice(&errno.to_ne_bytes());
+        // A pipe takes 8 bytes at once; if the master is gone, nobody cares.
+        libc::write(self.report, report.as_ptr().cast(), REPORT_LEN);
+        libc::_exit(127)
+    }
+}
+
+/// This thread's errno: a read of a thread-local, safe after fork.
+fn errno() -> i32 {
+    nix::errno::Errno::last_raw()
+}
+
+/// Sets `sig` to SIG_DFL with the raw system call: glibc's `signal` and
+/// `sigaction` refuse its reserved real-time signals (32 and 33), which stay
+/// ignored across exec if the master inherited them ignored.
+fn default_disposition(sig: libc::c_int) {
+    // All zeros is SIG_DFL with no flags and an empty mask, whatever the
+    // architecture's field order in the kernel's `struct sigaction`.
+    let action = [0u64; 4];
+    let sigset_size = (libc::SIGRTMAX() as usize + 1) / 8;
+    // SAFETY: a valid, zeroed kernel sigaction and no old-action pointer.
+    unsafe {
+        libc::syscall(
+            libc::SYS_rt_sigaction,
+            sig,
+            action.as_ptr(),
+            std::ptr::null_mut::<u64>(),
+            sigset_size,
+        )
+    };
+}
+
+/// Marks every descriptor above `fd` close-on-exec, so that nothing of the
+/// master (nor of whoever started it) leaks into a worker. Marking rather
+/// than closing keeps the exec-status pipe working until exec.
+fn cloexec_above(fd: i32) {
+    let first = (fd + 1) as libc::c_uint;
+    // SAFETY: close_range only changes descriptor flags.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            first,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    if ret < 0 {
+        // Kernels before 5.11: mark them one by one, up to the limit.
+        let mut limit = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit fills the struct it is given.
+        let max = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 {
+            limit.rlim_cur.min(1 << 20) as i32
+        } else {
+            1 << 16
+        };
+        for fd in first as i32..max {
+            // SAFETY: fcntl on a closed descriptor fails with EBADF, harmless.
+            unsafe { libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC) };
+        }
+    }
+}
