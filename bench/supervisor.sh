@@ -54,6 +54,10 @@ else
     prefork=$(pwd)/target/supervisor-bench/prefork
 fi
 PREFORK_BENCH_BIN=$prefork cargo bench --bench supervisor
+case ",${PREFORK_BENCH_ONLY:-report}," in
+*,report,*) ;;
+*) exit 0 ;; # section 5b goes with section 5
+esac
 if command -v hyperfine >/dev/null 2>&1; then
     echo
     echo "## 5b. \`prefork report\` under hyperfine -N (no shell)"
