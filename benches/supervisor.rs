@@ -12,7 +12,9 @@
 //! `cargo bench --bench supervisor` runs them all (about 2 min);
 //! `PREFORK_BENCH_QUICK=1` runs a shorter version of each (about 45 s),
 //! `PREFORK_BENCH_ONLY=respawn,startup,idle,check,report,stalled` a subset;
-//! `PREFORK_BENCH_BIN=path` measures another build of prefork. Each
+//! `PREFORK_BENCH_BIN=path` measures another build of prefork, and
+//! `PREFORK_BENCH_STARTUP_WORKER="program args"` starts that worker instead
+//! of `sleep 100000` in section 2. Each
 //! master runs in a fresh directory under /dev/shm, in its own process group,
 //! with `PR_SET_PDEATHSIG` (it dies with this process, and its workers die
 //! with it); a guard stops it when a section ends or fails, and kills any
@@ -257,7 +259,18 @@ fn respawn_latency(quick: bool) {
 
 /// 2. Start-up time and the master's memory.
 fn startup(quick: bool) {
-    section("2. Start-up: `prefork -w N -- sleep 100000` until all N status files exist");
+    // Another worker (a diagnostic: how much of the start-up is the
+    // worker's own exec), as words separated by spaces.
+    let custom = std::env::var("PREFORK_BENCH_STARTUP_WORKER").unwrap_or_default();
+    let worker: Vec<&str> = if custom.trim().is_empty() {
+        SLEEPER.to_vec()
+    } else {
+        custom.split_whitespace().collect()
+    };
+    section(&format!(
+        "2. Start-up: `prefork -w N -- {}` until all N status files exist",
+        worker.join(" ")
+    ));
     let max_workers = workers_allowed(1000);
     let sizes: Vec<(usize, usize)> = [(1, 5), (100, 5), (1000, 5)]
         .into_iter()
@@ -275,7 +288,7 @@ fn startup(quick: bool) {
         let mut cpu = Vec::new();
         let (mut rss, mut hwm, mut anon, mut file) = (0, 0, 0, 0);
         for _ in 0..runs {
-            let mut master = Master::start(n, &[], SLEEPER, None);
+            let mut master = Master::start(n, &[], &worker, None);
             master.wait_for_workers(n, Duration::from_secs(120));
             times.push(master.started.elapsed());
             cpu.push(Usage::of(master.pid()).runtime());
