@@ -1,6 +1,7 @@
 #!/bin/sh
 # The supervisor benchmarks: respawn latency, start-up time and memory, idle
-# wake-ups, the cost of a board check, `prefork report` (see
+# wake-ups, the cost of a board check, `prefork report`, respawn and stop
+# with a stalled reader of the master's output (see
 # benches/supervisor.rs). `cargo bench --bench supervisor` builds prefork
 # optimized and runs them; then `prefork report` is timed with hyperfine,
 # when it is installed. Results: BENCHMARKS.md.
@@ -8,7 +9,11 @@
 #   bench/supervisor.sh            # the whole run, about 75 s once built
 #   bench/supervisor.sh --quick    # shorter, about 30 s (PREFORK_BENCH_QUICK=1)
 #   PREFORK_BENCH_ONLY=respawn,check bench/supervisor.sh   # some sections
-#                                  # (respawn, startup, idle, check, report)
+#                                  # (respawn, startup, idle, check, report,
+#                                  # stalled)
+#   PREFORK_BENCH_BIN=/path/to/prefork bench/supervisor.sh  # measure that
+#                                  # build (another commit's) instead of
+#                                  # building this tree's
 #   cargo bench --bench supervisor # the same, on the bench profile's build
 #
 # Every master runs in a fresh directory under /dev/shm and is stopped when
@@ -38,11 +43,21 @@ echo
 # the dev-dependencies turn on: a bigger binary, with a bigger RSS) and
 # replaces target/release/prefork with it, so the release one is copied
 # aside first.
-cargo build --release --bin prefork
-mkdir -p target/supervisor-bench
-cp target/release/prefork target/supervisor-bench/prefork
-prefork=$(pwd)/target/supervisor-bench/prefork
+if [ -n "${PREFORK_BENCH_BIN:-}" ]; then
+    prefork=$PREFORK_BENCH_BIN
+    echo "- binary measured: $prefork (given by PREFORK_BENCH_BIN)"
+    echo
+else
+    cargo build --release --bin prefork
+    mkdir -p target/supervisor-bench
+    cp target/release/prefork target/supervisor-bench/prefork
+    prefork=$(pwd)/target/supervisor-bench/prefork
+fi
 PREFORK_BENCH_BIN=$prefork cargo bench --bench supervisor
+case ",${PREFORK_BENCH_ONLY:-report}," in
+*,report,*) ;;
+*) exit 0 ;; # section 5b goes with section 5
+esac
 if command -v hyperfine >/dev/null 2>&1; then
     echo
     echo "## 5b. \`prefork report\` under hyperfine -N (no shell)"

@@ -5,12 +5,16 @@
 //! 3. the idle master's wake-ups and CPU time;
 //! 4. the cost of one board check (the master's own debug log), against a
 //!    library `read_all` of the same board;
-//! 5. the wall time of one `prefork report STATUS`.
+//! 5. the wall time of one `prefork report STATUS`;
+//! 6. respawn latency and SIGTERM to exit with a stalled reader: standard
+//!    output or error a pipe nobody reads, full (issue 10).
 //!
-//! `cargo bench --bench supervisor` runs them all (about 70 s);
-//! `PREFORK_BENCH_QUICK=1` runs a shorter version of each (about 25 s),
-//! `PREFORK_BENCH_ONLY=respawn,startup,idle,check,report` a subset;
-//! `PREFORK_BENCH_BIN=path` measures another build of prefork. Each
+//! `cargo bench --bench supervisor` runs them all (about 2 min);
+//! `PREFORK_BENCH_QUICK=1` runs a shorter version of each (about 45 s),
+//! `PREFORK_BENCH_ONLY=respawn,startup,idle,check,report,stalled` a subset;
+//! `PREFORK_BENCH_BIN=path` measures another build of prefork, and
+//! `PREFORK_BENCH_STARTUP_WORKER="program args"` starts that worker instead
+//! of `sleep 100000` in section 2. Each
 //! master runs in a fresh directory under /dev/shm, in its own process group,
 //! with `PR_SET_PDEATHSIG` (it dies with this process, and its workers die
 //! with it); a guard stops it when a section ends or fails, and kills any
@@ -81,6 +85,9 @@ fn main() {
     if wanted("report") {
         report_call(quick);
     }
+    if wanted("stalled") {
+        stalled_reader(quick);
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -118,14 +125,71 @@ fn machine(quick: bool) {
     println!();
 }
 
+/// A worker younger than `--min-uptime` (1 s by the master's clock, which
+/// starts a little after we see the file) would count as a quick death.
+const RESPAWN_MIN_AGE: Duration = Duration::from_millis(1100);
+/// Lets the master finish the previous respawn (exec, log) before the next.
+const RESPAWN_GAP: Duration = Duration::from_millis(40);
+
+/// What a series of kills measured: see [`time_respawns`].
+#[derive(Default)]
+struct Respawns {
+    /// SIGKILL to the replacement's status file, per kill.
+    latencies: Vec<Duration>,
+    /// SIGKILL to the removal of the victim's file (the reap), when seen.
+    reaped: Vec<Duration>,
+    /// That removal to the replacement's file (the spawn).
+    forked: Vec<Duration>,
+    /// Kills whose removal and replacement came in one inotify read.
+    together: usize,
+    /// The worker whose replacement did not come in time: the kills stop
+    /// there.
+    blocked: Option<i32>,
+}
+
+/// Kills up to `kills` workers of `alive` (pid, when its file appeared) one
+/// at a time, the oldest first, each once it is [`RESPAWN_MIN_AGE`] old and
+/// [`RESPAWN_GAP`] after the previous replacement, and times each one's
+/// replacement. Stops at the first replacement that does not come within
+/// `wait`.
+fn time_respawns(
+    master: &mut Master,
+    alive: &mut [(i32, Instant)],
+    kills: usize,
+    wait: Duration,
+) -> Respawns {
+    let mut r = Respawns::default();
+    let mut last = Instant::now();
+    for _ in 0..kills {
+        let oldest = (0..alive.len())
+            .min_by_key(|&i| alive[i].1)
+            .expect("workers");
+        let (victim, born) = alive[oldest];
+        sleep_until((born + RESPAWN_MIN_AGE).max(last + RESPAWN_GAP));
+        let t0 = Instant::now();
+        kill(Pid::from_raw(victim), Signal::SIGKILL).expect("kill a worker");
+        let Some((pid, seen)) = master.watch.next_new(&master.seen, t0 + wait) else {
+            r.blocked = Some(victim);
+            break;
+        };
+        master.seen.insert(pid);
+        r.latencies.push(seen - t0);
+        // The master removes the dead worker's file when it reaps it, just
+        // before it forks the replacement.
+        if let Some(&removed) = master.watch.removed.get(&victim) {
+            r.reaped.push(removed.saturating_duration_since(t0));
+            r.forked.push(seen.saturating_duration_since(removed));
+            r.together += usize::from(removed == seen);
+        }
+        alive[oldest] = (pid, seen);
+        last = seen;
+    }
+    r
+}
+
 /// 1. From a worker's SIGKILL to its replacement's `status_<pid>`.
 fn respawn_latency(quick: bool) {
     const WORKERS: usize = 16;
-    // A worker younger than `--min-uptime` (1 s by the master's clock, which
-    // starts a little after we see the file) would count as a quick death.
-    const MIN_AGE: Duration = Duration::from_millis(1100);
-    // Let the master finish the previous respawn (exec, log) before the next.
-    const GAP: Duration = Duration::from_millis(40);
     let kills = if quick { 60 } else { 300 };
     section(&format!(
         "1. Respawn latency: SIGKILL to the replacement's status file ({WORKERS} `sleep` workers, {kills} kills)"
@@ -138,35 +202,18 @@ fn respawn_latency(quick: bool) {
     );
     println!();
     let _ = io::stdout().flush();
-    let mut latencies = Vec::with_capacity(kills);
-    let (mut reaped, mut forked, mut together) = (Vec::new(), Vec::new(), 0);
-    let mut last = Instant::now();
-    for _ in 0..kills {
-        let oldest = (0..alive.len())
-            .min_by_key(|&i| alive[i].1)
-            .expect("workers");
-        let (victim, born) = alive[oldest];
-        sleep_until((born + MIN_AGE).max(last + GAP));
-        let t0 = Instant::now();
-        kill(Pid::from_raw(victim), Signal::SIGKILL).expect("kill a worker");
-        let deadline = t0 + Duration::from_secs(5);
-        let Some((pid, seen)) = master.watch.next_new(&master.seen, deadline) else {
-            panic!(
-                "no replacement for worker {victim} within 5 s: {}",
-                tail(&master.log)
-            );
-        };
-        master.seen.insert(pid);
-        latencies.push(seen - t0);
-        // The master removes the dead worker's file when it reaps it, just
-        // before it forks the replacement.
-        if let Some(&removed) = master.watch.removed.get(&victim) {
-            reaped.push(removed.saturating_duration_since(t0));
-            forked.push(seen.saturating_duration_since(removed));
-            together += usize::from(removed == seen);
-        }
-        alive[oldest] = (pid, seen);
-        last = seen;
+    let Respawns {
+        latencies,
+        reaped,
+        forked,
+        together,
+        blocked,
+    } = time_respawns(&mut master, &mut alive, kills, Duration::from_secs(5));
+    if let Some(victim) = blocked {
+        panic!(
+            "no replacement for worker {victim} within 5 s: {}",
+            tail(&master.log)
+        );
     }
     let pid = master.pid();
     let hwm = proc_status_number(pid, "VmHWM");
@@ -212,7 +259,18 @@ fn respawn_latency(quick: bool) {
 
 /// 2. Start-up time and the master's memory.
 fn startup(quick: bool) {
-    section("2. Start-up: `prefork -w N -- sleep 100000` until all N status files exist");
+    // Another worker (a diagnostic: how much of the start-up is the
+    // worker's own exec), as words separated by spaces.
+    let custom = std::env::var("PREFORK_BENCH_STARTUP_WORKER").unwrap_or_default();
+    let worker: Vec<&str> = if custom.trim().is_empty() {
+        SLEEPER.to_vec()
+    } else {
+        custom.split_whitespace().collect()
+    };
+    section(&format!(
+        "2. Start-up: `prefork -w N -- {}` until all N status files exist",
+        worker.join(" ")
+    ));
     let max_workers = workers_allowed(1000);
     let sizes: Vec<(usize, usize)> = [(1, 5), (100, 5), (1000, 5)]
         .into_iter()
@@ -230,7 +288,7 @@ fn startup(quick: bool) {
         let mut cpu = Vec::new();
         let (mut rss, mut hwm, mut anon, mut file) = (0, 0, 0, 0);
         for _ in 0..runs {
-            let mut master = Master::start(n, &[], SLEEPER, None);
+            let mut master = Master::start(n, &[], &worker, None);
             master.wait_for_workers(n, Duration::from_secs(120));
             times.push(master.started.elapsed());
             cpu.push(Usage::of(master.pid()).runtime());
@@ -551,6 +609,351 @@ fn time_calls(calls: usize, fd: RawFd, program: &str, args: &[&str]) -> Vec<Dura
     times
 }
 
+/// How the master's standard output and error are connected in one run of
+/// section 6.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Output {
+    /// (a) stdout a pipe that this process reads; the log to a file.
+    ReadStdout,
+    /// (b) stdout a one-page pipe nobody reads, filled with SIGUSR1 boards.
+    UnreadStdout,
+    /// (c0) stderr a pipe that this process reads, with the debug log of a
+    /// check every 10 ms; stdout /dev/null. The control for (c).
+    ReadStderr,
+    /// (c) the same with stderr a one-page pipe nobody reads, full.
+    UnreadStderr,
+}
+
+impl Output {
+    fn label(self) -> &'static str {
+        match self {
+            Output::ReadStdout => "(a) stdout read",
+            Output::UnreadStdout => "(b) stdout unread, full of boards",
+            Output::ReadStderr => "(c0) stderr read, debug log every 10 ms",
+            Output::UnreadStderr => "(c) stderr unread, full of debug log",
+        }
+    }
+
+    fn flood(self) -> bool {
+        matches!(self, Output::ReadStderr | Output::UnreadStderr)
+    }
+}
+
+/// The size the unread pipes are shrunk to (`F_SETPIPE_SZ`): one page.
+const STALL_PIPE: usize = 4096;
+/// How long a replacement, or a stop, may take before the master counts as
+/// blocked.
+const STALL_WAIT: Duration = Duration::from_secs(5);
+/// The masters' `--graceful-timeout` in section 6, and how long the
+/// benchmark waits for their exit after SIGTERM (a margin over it).
+const STALL_GRACEFUL: Duration = Duration::from_secs(5);
+const STALL_EXIT_WAIT: Duration = Duration::from_secs(7);
+
+/// One run of section 6.
+struct StallRun {
+    output: Output,
+    /// Bytes waiting in the unread pipe when the kills began.
+    waiting: Option<usize>,
+    /// SIGUSR1 boards sent to fill the pipe.
+    boards: usize,
+    respawns: Respawns,
+    /// After a blocked kill: the master's zombie and live children.
+    children: Option<(usize, usize)>,
+    /// SIGTERM to the master's exit; `None`: not within STALL_EXIT_WAIT.
+    stop: Option<Duration>,
+    /// Why the run could not start (workers did not come up).
+    failed: Option<String>,
+}
+
+/// Section 6: respawn latency, and the time SIGTERM takes to stop the
+/// master, when its standard output or error is a pipe nobody reads (issue
+/// 10).
+fn stalled_reader(quick: bool) {
+    const WORKERS: usize = 16;
+    let kills = if quick { 40 } else { 200 };
+    section(&format!(
+        "6. Stalled reader: respawn latency ({WORKERS} `sleep` workers, up to {kills} kills, each as in section 1) \
+         and SIGTERM to exit (`--graceful-timeout {}`), with stdout or stderr a pipe nobody reads",
+        fmt(STALL_GRACEFUL)
+    ));
+    let runs: Vec<StallRun> = [
+        Output::ReadStdout,
+        Output::UnreadStdout,
+        Output::ReadStderr,
+        Output::UnreadStderr,
+    ]
+    .into_iter()
+    .map(|output| stall_run(output, WORKERS, kills))
+    .collect();
+    println!(
+        "| run | unread pipe when the kills began | respawns timed | median | p90 | p99 | max | median / (a) | SIGTERM to exit |"
+    );
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let base = runs
+        .iter()
+        .find(|r| r.output == Output::ReadStdout)
+        .filter(|r| !r.respawns.latencies.is_empty())
+        .map(|r| Summary::of(&r.respawns.latencies).median);
+    let control = runs
+        .iter()
+        .find(|r| r.output == Output::ReadStderr)
+        .filter(|r| !r.respawns.latencies.is_empty())
+        .map(|r| Summary::of(&r.respawns.latencies).median);
+    for run in &runs {
+        let pipe = match (run.waiting, run.boards) {
+            (None, _) => "-".to_string(),
+            (Some(n), 0) => format!("{n} of {STALL_PIPE} B"),
+            (Some(n), boards) => format!("{n} of {STALL_PIPE} B ({boards} boards)"),
+        };
+        let stop = run.stop.map_or_else(
+            || format!("did not exit within {}", fmt(STALL_EXIT_WAIT)),
+            fmt,
+        );
+        if let Some(why) = &run.failed {
+            println!(
+                "| {} | {pipe} | 0 | {why} | | | | | {stop} |",
+                run.output.label()
+            );
+            continue;
+        }
+        let r = &run.respawns;
+        let timed = r.latencies.len();
+        if timed == 0 {
+            println!(
+                "| {} | {pipe} | 0 | no respawn within {} (blocked) | | | | | {stop} |",
+                run.output.label(),
+                fmt(STALL_WAIT)
+            );
+            continue;
+        }
+        let s = Summary::of(&r.latencies);
+        let ratio = base.map_or("-".into(), |b| {
+            format!("{:.2}x", s.median.as_secs_f64() / b.as_secs_f64())
+        });
+        let timed = if r.blocked.is_some() {
+            format!("{timed}, then none within {} (blocked)", fmt(STALL_WAIT))
+        } else {
+            timed.to_string()
+        };
+        println!(
+            "| {} | {pipe} | {timed} | {} | {} | {} | {} | {ratio} | {stop} |",
+            run.output.label(),
+            fmt(s.median),
+            fmt(s.p90),
+            fmt(s.p99),
+            fmt(s.max),
+        );
+    }
+    println!();
+    println!(
+        "unread pipes: {STALL_PIPE} bytes (F_SETPIPE_SZ), the bytes waiting in them as FIONREAD shows; \
+         (b) sends SIGUSR1 one at a time (signals coalesce), each after the previous board has reached \
+         the pipe, until the next would not fit, then one more; (c0) and (c) run `RUST_LOG=debug \
+         --check-interval 10ms` (a `board check` line every 10 ms), and (c) waits until the pipe stops \
+         filling. A kill whose replacement does not appear within {} ends the run.",
+        fmt(STALL_WAIT)
+    );
+    for run in &runs {
+        if let (Some(victim), Some((zombies, live))) = (run.respawns.blocked, run.children) {
+            println!(
+                "{}: worker {victim} not replaced within {}; 0.5 s after 2 more kills, the master \
+                 had {zombies} zombie and {live} live children",
+                run.output.label(),
+                fmt(STALL_WAIT)
+            );
+        }
+    }
+    for (run, reference, name) in [
+        (Output::UnreadStdout, base, "(a)"),
+        (Output::UnreadStderr, base, "(a)"),
+        (Output::UnreadStderr, control, "(c0)"),
+    ] {
+        let Some(run) = runs.iter().find(|r| r.output == run) else {
+            continue;
+        };
+        let verdict = match (&run.failed, run.respawns.blocked, reference) {
+            (Some(why), _, _) => format!("MISSED ({why})"),
+            (None, Some(_), _) => "MISSED (blocked)".to_string(),
+            (None, None, Some(reference)) if !run.respawns.latencies.is_empty() => {
+                let m = Summary::of(&run.respawns.latencies).median;
+                let ratio = m.as_secs_f64() / reference.as_secs_f64();
+                format!(
+                    "{} against {} = {ratio:.2}x -> {}",
+                    fmt(m),
+                    fmt(reference),
+                    if ratio <= 1.5 {
+                        "met (within 1.5x)"
+                    } else {
+                        "MISSED"
+                    }
+                )
+            }
+            _ => "no reference".to_string(),
+        };
+        println!(
+            "target: {} respawns as fast as {name}: {verdict}",
+            run.output.label()
+        );
+    }
+    for run in runs
+        .iter()
+        .filter(|r| matches!(r.output, Output::UnreadStdout | Output::UnreadStderr))
+    {
+        println!(
+            "target: {}: SIGTERM stops the master within its graceful timeout ({}): {}",
+            run.output.label(),
+            fmt(STALL_GRACEFUL),
+            match run.stop {
+                Some(t) if t <= STALL_GRACEFUL => format!("{} -> met", fmt(t)),
+                Some(t) => format!("{} -> MISSED", fmt(t)),
+                None => format!("did not exit within {} -> MISSED", fmt(STALL_EXIT_WAIT)),
+            }
+        );
+    }
+    println!("load average after: {}", loadavg());
+}
+
+/// One run of section 6: a master with `output`, its pipe filled, then the
+/// kills, then SIGTERM. Every wait is bounded; the master and everything it
+/// started are killed (by process group) before this returns.
+fn stall_run(output: Output, workers: usize, kills: usize) -> StallRun {
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).expect("pipe");
+    let unread = matches!(output, Output::UnreadStdout | Output::UnreadStderr);
+    if unread {
+        nix::fcntl::fcntl(
+            write.as_raw_fd(),
+            nix::fcntl::FcntlArg::F_SETPIPE_SZ(STALL_PIPE as libc::c_int),
+        )
+        .expect("F_SETPIPE_SZ");
+    } else {
+        // Read until every writer (the master, and the workers that
+        // inherited it) is gone; left to run out on its own.
+        let mut reader = File::from(read.try_clone().expect("dup the pipe"));
+        std::thread::spawn(move || {
+            let mut chunk = [0u8; 65536];
+            while matches!(io::Read::read(&mut reader, &mut chunk), Ok(1..)) {}
+        });
+    }
+    let graceful = format!("{}ms", STALL_GRACEFUL.as_millis());
+    let mut options = vec!["--graceful-timeout", graceful.as_str()];
+    if output.flood() {
+        options.extend(["--check-interval", "10ms"]);
+    }
+    let rust_log = output.flood().then_some("debug");
+    let (stdout, stderr) = match output {
+        Output::ReadStdout | Output::UnreadStdout => (Stdio::from(write), None),
+        Output::ReadStderr | Output::UnreadStderr => (Stdio::null(), Some(Stdio::from(write))),
+    };
+    let mut master = Master::start_with(workers, &options, SLEEPER, rust_log, stdout, stderr);
+    let mut run = StallRun {
+        output,
+        waiting: None,
+        boards: 0,
+        respawns: Respawns::default(),
+        children: None,
+        stop: None,
+        failed: None,
+    };
+    let mut alive = match master.try_wait_for_workers(workers, Duration::from_secs(30)) {
+        Ok(alive) => alive,
+        Err(why) => {
+            run.failed = Some(why);
+            run.stop = master.stop_within(Signal::SIGTERM, STALL_EXIT_WAIT);
+            return run;
+        }
+    };
+    match output {
+        Output::UnreadStdout => {
+            // One board at a time, each once the previous one has reached
+            // the pipe, until the next would not fit; then one more, which
+            // the master must keep (or block on).
+            let mut board = 0;
+            loop {
+                let before = pipe_waiting(&read);
+                if run.boards > 0 && before + board > STALL_PIPE {
+                    break;
+                }
+                let _ = kill(Pid::from_raw(master.pid()), Signal::SIGUSR1);
+                run.boards += 1;
+                let deadline = Instant::now() + Duration::from_secs(1);
+                while pipe_waiting(&read) == before && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                // Whatever a partial write added keeps coming for a moment.
+                std::thread::sleep(Duration::from_millis(20));
+                let now = pipe_waiting(&read);
+                if now == before {
+                    break; // no room for a board: full
+                }
+                board = board.max(now - before);
+            }
+            let _ = kill(Pid::from_raw(master.pid()), Signal::SIGUSR1);
+            run.boards += 1;
+            std::thread::sleep(Duration::from_millis(50));
+            run.waiting = Some(pipe_waiting(&read));
+        }
+        Output::UnreadStderr => {
+            // Until the pipe has stopped filling for 300 ms (a line every
+            // 10 ms would have found room), at most 10 s.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            let (mut last, mut since) = (pipe_waiting(&read), Instant::now());
+            while Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+                let now = pipe_waiting(&read);
+                if now != last {
+                    (last, since) = (now, Instant::now());
+                } else if since.elapsed() >= Duration::from_millis(300) && now > 0 {
+                    break;
+                }
+            }
+            run.waiting = Some(pipe_waiting(&read));
+        }
+        Output::ReadStdout | Output::ReadStderr => {}
+    }
+    let _ = io::stdout().flush();
+    run.respawns = time_respawns(&mut master, &mut alive, kills, STALL_WAIT);
+    if let Some(victim) = run.respawns.blocked {
+        // A few more kills, as in the issue, then what the master left.
+        for &(pid, _) in alive.iter().filter(|(pid, _)| *pid != victim).take(2) {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        std::thread::sleep(Duration::from_millis(500));
+        let children = children_of(master.pid());
+        let zombies = children.iter().filter(|&&(_, state)| state == 'Z').count();
+        run.children = Some((zombies, children.len() - zombies));
+    }
+    run.stop = master.stop_within(Signal::SIGTERM, STALL_EXIT_WAIT);
+    drop(read);
+    run
+}
+
+/// How many bytes wait in a pipe (FIONREAD on its read end).
+fn pipe_waiting(read: &impl AsRawFd) -> usize {
+    let mut size: libc::c_int = 0;
+    // SAFETY: FIONREAD writes the count into an int.
+    unsafe { libc::ioctl(read.as_raw_fd(), libc::FIONREAD, &mut size) };
+    size.max(0) as usize
+}
+
+/// The children of `parent` (pid, state letter), zombies included, from
+/// /proc (this kernel has no `/proc/<pid>/task/<pid>/children`).
+fn children_of(parent: i32) -> Vec<(i32, char)> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|pid| {
+            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+            let state = fields.next()?.chars().next()?;
+            let ppid: i32 = fields.next()?.parse().ok()?;
+            (ppid == parent).then_some((pid, state))
+        })
+        .collect()
+}
+
 // ---------------------------------------------------------------------------
 // A master under test
 
@@ -572,6 +975,19 @@ struct Master {
 
 impl Master {
     fn start(workers: usize, options: &[&str], command: &[&str], rust_log: Option<&str>) -> Master {
+        Master::start_with(workers, options, command, rust_log, Stdio::null(), None)
+    }
+
+    /// The same with the master's standard output `stdout`, and its standard
+    /// error `stderr` instead of the log file (which then stays empty).
+    fn start_with(
+        workers: usize,
+        options: &[&str],
+        command: &[&str],
+        rust_log: Option<&str>,
+        stdout: Stdio,
+        stderr: Option<Stdio>,
+    ) -> Master {
         let dir = bench_dir();
         let board = dir.path().join("board");
         fs::DirBuilder::new()
@@ -591,8 +1007,8 @@ impl Master {
             .args(command)
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log_file)
+            .stdout(stdout)
+            .stderr(stderr.unwrap_or_else(|| log_file.into()))
             .process_group(0);
         if let Some(level) = rust_log {
             cmd.env("RUST_LOG", level);
@@ -636,14 +1052,25 @@ impl Master {
     /// Waits until `n` workers' status files have appeared; returns them
     /// with when each was seen.
     fn wait_for_workers(&mut self, n: usize, timeout: Duration) -> Vec<(i32, Instant)> {
+        match self.try_wait_for_workers(n, timeout) {
+            Ok(found) => found,
+            Err(why) => panic!("{why}: {}", tail(&self.log)),
+        }
+    }
+
+    /// The same, or why not (the master exited, or too few in `timeout`).
+    fn try_wait_for_workers(
+        &mut self,
+        n: usize,
+        timeout: Duration,
+    ) -> Result<Vec<(i32, Instant)>, String> {
         let deadline = Instant::now() + timeout;
         let mut found = Vec::with_capacity(n);
         while found.len() < n {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!(
-                    "prefork exited ({status}) before its {n} workers started: {}",
-                    tail(&self.log)
-                );
+                return Err(format!(
+                    "prefork exited ({status}) before its {n} workers started"
+                ));
             }
             let step = (Instant::now() + Duration::from_millis(500)).min(deadline);
             match self.watch.next_new(&self.seen, step) {
@@ -651,36 +1078,52 @@ impl Master {
                     self.seen.insert(pid);
                     found.push((pid, at));
                 }
-                None if Instant::now() >= deadline => panic!(
-                    "only {} of {n} workers started within {}: {}",
-                    found.len(),
-                    fmt(timeout),
-                    tail(&self.log)
-                ),
+                None if Instant::now() >= deadline => {
+                    return Err(format!(
+                        "only {} of {n} workers started within {}",
+                        found.len(),
+                        fmt(timeout)
+                    ))
+                }
                 None => {}
             }
         }
-        found
+        Ok(found)
     }
 
     /// Sends `signal` to the master and waits for its exit (SIGKILL to its
     /// process group after 60 s); returns how long that took.
     fn stop(&mut self, signal: Signal) -> Duration {
         let t0 = Instant::now();
+        if self.stop_within(signal, Duration::from_secs(60)).is_none() {
+            eprintln!(
+                "prefork {} did not stop on {signal}: SIGKILL to its process group",
+                self.pid()
+            );
+        }
+        t0.elapsed()
+    }
+
+    /// Sends `signal` to the master and waits up to `timeout` for its exit;
+    /// returns how long that took, or `None` when it did not exit: it is then
+    /// killed, with its process group. Either way, whatever it left running
+    /// is killed (by process group) before this returns.
+    fn stop_within(&mut self, signal: Signal, timeout: Duration) -> Option<Duration> {
+        let t0 = Instant::now();
         let pid = Pid::from_raw(self.pid());
         let _ = kill(pid, Signal::SIGCONT);
         let _ = kill(pid, signal);
-        if !self.wait_exit(Duration::from_secs(60)) {
-            eprintln!("prefork {pid} did not stop on {signal}: SIGKILL to its process group");
+        let exited = self.wait_exit(timeout);
+        let elapsed = t0.elapsed();
+        if !exited {
             let _ = killpg(pid, Signal::SIGKILL);
             self.wait_exit(Duration::from_secs(10));
         }
-        let elapsed = t0.elapsed();
         let left = kill_leftovers(self.pid(), self.born);
-        if left > 0 {
+        if exited && left > 0 {
             eprintln!("WARNING: {left} process(es) of prefork {pid} outlived it (killed now)");
         }
-        elapsed
+        exited.then_some(elapsed)
     }
 
     /// Whether the master exited (and was reaped) within `timeout`.
