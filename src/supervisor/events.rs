@@ -359,7 +359,7 @@ impl fmt::Display for Event {
 }
 
 /// What the pool has been through, counted from the events.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Counters {
     /// Workers started (first starts and restarts).
     pub spawned: u64,

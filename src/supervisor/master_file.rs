@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use super::core::{PhaseName, Snapshot};
+use super::events::{Counters, Ended};
 use crate::scoreboard::{self, record};
 
 /// The file's name in the board directory.
@@ -47,6 +48,8 @@ impl std::fmt::Display for Claimed {
 /// The master's claim on its board.
 pub struct MasterFile {
     file: nix::fcntl::Flock<File>,
+    /// The last snapshot written, kept for its capacity.
+    json: Vec<u8>,
 }
 
 /// Why the board could not be claimed.
@@ -74,7 +77,10 @@ impl MasterFile {
             return Err(ClaimError::Io(path, e));
         }
         match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
-            Ok(file) => Ok(MasterFile { file }),
+            Ok(file) => Ok(MasterFile {
+                file,
+                json: Vec::new(),
+            }),
             Err((file, nix::errno::Errno::EWOULDBLOCK)) => Err(ClaimError::Taken(Claimed {
                 pid: read_pid(&file),
                 path,
@@ -85,11 +91,10 @@ impl MasterFile {
 
     /// Rewrites the snapshot. The file is ours and on the board's
     /// filesystem (tmpfs by default): a positioned write, no wait on anyone.
-    pub fn publish(&self, snapshot: &Snapshot, now: Instant) -> io::Result<()> {
-        let json = render(snapshot, now);
-        scoreboard::write_status_to(self.file.as_fd(), json.as_bytes())
-            .map_err(io::Error::other)?;
-        let len = (record::HEADER_LEN + json.len()) as u64;
+    pub fn publish(&mut self, snapshot: &Snapshot, now: Instant) -> io::Result<()> {
+        render(snapshot, now, &mut self.json);
+        scoreboard::write_status_to(self.file.as_fd(), &self.json).map_err(io::Error::other)?;
+        let len = (record::HEADER_LEN + self.json.len()) as u64;
         self.file.set_len(len)
     }
 }
@@ -138,9 +143,41 @@ pub fn read(dir: &Path) -> Option<serde_json::Value> {
     }
 }
 
-/// The snapshot as JSON: times as Unix seconds, so that any reader can use
-/// them.
-fn render(snapshot: &Snapshot, now: Instant) -> String {
+/// The snapshot as the file carries it (serialized straight from borrowed
+/// data: no JSON tree of a thousand slots built and dropped per write).
+#[derive(serde::Serialize)]
+struct Published<'a> {
+    master_pid: u32,
+    started: Option<f64>,
+    updated: Option<f64>,
+    phase: &'static str,
+    workers: usize,
+    live: usize,
+    slots: Vec<PublishedSlot<'a>>,
+    counters: &'a Counters,
+}
+
+#[derive(serde::Serialize)]
+struct PublishedSlot<'a> {
+    slot: usize,
+    pid: Option<i32>,
+    state: &'static str,
+    since: Option<f64>,
+    restarts: u64,
+    #[serde(serialize_with = "display")]
+    last_exit: Option<&'a Ended>,
+}
+
+fn display<S: serde::Serializer>(end: &Option<&Ended>, s: S) -> Result<S::Ok, S::Error> {
+    match end {
+        Some(end) => s.collect_str(end),
+        None => s.serialize_none(),
+    }
+}
+
+/// The snapshot as JSON into `out`: times as Unix seconds, so that any
+/// reader can use them.
+fn render(snapshot: &Snapshot, now: Instant, out: &mut Vec<u8>) {
     let wall = SystemTime::now();
     let unix = |at: Instant| {
         wall.checked_sub(now.saturating_duration_since(at))
@@ -153,47 +190,33 @@ fn render(snapshot: &Snapshot, now: Instant) -> String {
         PhaseName::Reloading => "reloading",
         PhaseName::Stopping => "stopping",
     };
-    let slots: Vec<serde_json::Value> = snapshot
+    let slots = snapshot
         .slots
         .iter()
         .enumerate()
-        .map(|(slot, s)| {
-            let state = match (s.pid, s.running_since) {
+        .map(|(slot, s)| PublishedSlot {
+            slot,
+            pid: s.pid.map(|p| p.as_raw()),
+            state: match (s.pid, s.running_since) {
                 (None, _) => "empty",
                 (Some(_), None) => "starting",
                 (Some(_), Some(_)) => "running",
-            };
-            serde_json::json!({
-                "slot": slot,
-                "pid": s.pid.map(|p| p.as_raw()),
-                "state": state,
-                "since": s.running_since.and_then(unix),
-                "restarts": s.restarts,
-                "last_exit": s.last_end.as_ref().map(|e| e.to_string()),
-            })
+            },
+            since: s.running_since.and_then(unix),
+            restarts: s.restarts,
+            last_exit: s.last_end.as_ref(),
         })
         .collect();
-    let c = &snapshot.counters;
-    serde_json::json!({
-        "master_pid": std::process::id(),
-        "started": unix(snapshot.began),
-        "updated": unix(now),
-        "phase": phase,
-        "workers": snapshot.slots.len(),
-        "live": snapshot.live(),
-        "slots": slots,
-        "counters": {
-            "spawned": c.spawned,
-            "exited_ok": c.exited_ok,
-            "exited_error": c.exited_error,
-            "signaled": c.signaled,
-            "stuck_kills": c.stuck_kills,
-            "spawn_failures": c.spawn_failures,
-            "reloads": c.reloads,
-            "reloads_failed": c.reloads_failed,
-            "rollouts_aborted": c.rollouts_aborted,
-            "output_dropped": c.output_dropped,
-        },
-    })
-    .to_string()
+    let published = Published {
+        master_pid: std::process::id(),
+        started: unix(snapshot.began),
+        updated: unix(now),
+        phase,
+        workers: snapshot.slots.len(),
+        live: snapshot.live(),
+        slots,
+        counters: &snapshot.counters,
+    };
+    out.clear();
+    serde_json::to_writer(&mut *out, &published).expect("JSON of plain values");
 }
