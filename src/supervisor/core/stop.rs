@@ -11,6 +11,9 @@ use super::{Effect, Phase, Pool, Stopping};
 use crate::supervisor::events::Event;
 
 impl Pool {
+    /// SIGTERM or SIGINT: SIGTERM to every group and adopted process,
+    /// SIGKILL at the graceful deadline; a second one while stopping is
+    /// an immediate stop.
     pub fn stop_gracefully(&mut self, now: Instant) {
         if let Some(s) = self.stopping() {
             if !s.killed {
