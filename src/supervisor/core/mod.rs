@@ -100,8 +100,6 @@ pub struct SlotView {
 pub struct Snapshot {
     pub phase: PhaseName,
     pub slots: Vec<SlotView>,
-    /// Retired workers and leftovers still draining.
-    pub draining: usize,
     pub counters: Counters,
     pub began: Instant,
 }
@@ -256,7 +254,6 @@ impl Pool {
                     last_end: s.last_end.clone(),
                 })
                 .collect(),
-            draining: self.draining.len(),
             counters: self.counters,
             began: self.began,
         }
