@@ -102,11 +102,11 @@ def inherited_socket():
     the LISTEN_* variables, which would mislead a program we started."""
     fds, pid = os.environ.pop("LISTEN_FDS", ""), os.environ.pop("LISTEN_PID", "")
     os.environ.pop("LISTEN_FDNAMES", None)
-    if fds.isdigit() and int(fds) >= 1 and pid == str(os.getpid()):
+    if fds.isdecimal() and int(fds) >= 1 and pid == str(os.getpid()):
         fd = 3
     elif "SERVER_STARTER_PORT" in os.environ:  # "127.0.0.1:8080=3;/run/app.sock=4"
         fd = os.environ["SERVER_STARTER_PORT"].split(";")[0].rpartition("=")[2]
-        if not fd.isdigit():
+        if not fd.isdecimal():
             print(f"web-worker.py: SERVER_STARTER_PORT={os.environ['SERVER_STARTER_PORT']!r} names no descriptor", file=sys.stderr)
             sys.exit(1)
         fd = int(fd)
@@ -211,7 +211,7 @@ def serve(conn):
             seconds = route[len("/sleep/") :] if route.startswith("/sleep/") else ""
             if route == "/":
                 status, body = "200 OK", HELLO
-            elif seconds.isdigit():
+            elif seconds.isdecimal():
                 time.sleep(int(seconds))
                 status, body = "200 OK", HELLO
             else:
@@ -229,8 +229,8 @@ def connection(conn):
     with conn:
         try:
             serve(conn)
-        except OSError:
-            pass  # the client went away
+        except (OSError, OverflowError):
+            pass  # the client went away, or asked for a sleep past time.sleep's range
 
 
 def main():
