@@ -19,6 +19,7 @@ mod supervisor_environment;
 mod supervisor_failures;
 mod supervisor_lifecycle;
 mod supervisor_limits;
+mod supervisor_listen;
 mod supervisor_messages;
 mod supervisor_output;
 mod supervisor_signals;
