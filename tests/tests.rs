@@ -22,6 +22,7 @@ mod supervisor_limits;
 mod supervisor_listen;
 mod supervisor_messages;
 mod supervisor_output;
+mod supervisor_ready;
 mod supervisor_signals;
 mod supervisor_stuck;
 
