@@ -19,8 +19,10 @@ mod supervisor_environment;
 mod supervisor_failures;
 mod supervisor_lifecycle;
 mod supervisor_limits;
+mod supervisor_listen;
 mod supervisor_messages;
 mod supervisor_output;
+mod supervisor_ready;
 mod supervisor_signals;
 mod supervisor_stuck;
 

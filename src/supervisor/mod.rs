@@ -132,8 +132,9 @@ pub fn run(source: Source) -> Result<()> {
         source,
         listeners,
     );
-    let sockets = shell.pool.spec().sockets.clone();
-    shell.said_listening(&sockets);
+    // (A clone that must not live as long as `run`: a socket closes when
+    // the last spec that lists it goes.)
+    shell.said_listening(&shell.pool.spec().sockets.clone());
     shell.apply_effects();
     if let Err(e) = start_first_worker(&mut shell) {
         // The child may have registered on the board before its exec

@@ -9,12 +9,12 @@
 //! wiring.
 
 mod ready;
+#[cfg(test)]
+mod ready_tests;
 mod rollout;
 mod slots;
 mod stop;
 mod stuck;
-#[cfg(test)]
-mod ready_tests;
 #[cfg(test)]
 mod tests;
 

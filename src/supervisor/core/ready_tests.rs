@@ -56,7 +56,10 @@ fn a_worker_that_reports_is_ready_at_its_first_write_and_not_before() {
     assert_eq!(h.pool.snapshot().phase, PhaseName::Running);
     assert!(h.pool.awaiting_report().is_empty());
     let after = Duration::from_millis(300);
-    assert_eq!(h.logged(|e| matches!(e, Event::Ready { after: a, .. } if *a == after)), 2);
+    assert_eq!(
+        h.logged(|e| matches!(e, Event::Ready { after: a, .. } if *a == after)),
+        2
+    );
 }
 
 #[test]
@@ -68,7 +71,10 @@ fn a_delay_makes_a_worker_ready_when_it_ends() {
     h.advance(Duration::from_secs(2));
     h.tick();
     assert_eq!(h.pool.snapshot().phase, PhaseName::Running);
-    assert_eq!(h.logged(|e| matches!(e, Event::Ready { pid: p, .. } if *p == pid)), 1);
+    assert_eq!(
+        h.logged(|e| matches!(e, Event::Ready { pid: p, .. } if *p == pid)),
+        1
+    );
 }
 
 #[test]
@@ -99,7 +105,10 @@ fn a_reload_retires_an_old_worker_only_once_its_replacement_is_ready() {
     h.run_effects();
     h.exit(old[1], Ended::Exited(0));
     h.tick();
-    assert_eq!(h.logged(|e| matches!(e, Event::RolloutComplete { workers: 2 })), 1);
+    assert_eq!(
+        h.logged(|e| matches!(e, Event::RolloutComplete { workers: 2 })),
+        1
+    );
     assert_eq!(h.pool.snapshot().phase, PhaseName::Running);
 }
 
@@ -133,7 +142,10 @@ fn a_new_worker_not_ready_in_time_aborts_the_reload_and_the_old_ones_stay() {
     roll(&mut h, "./v2-hangs");
     let (_, new, _) = h.tick()[0].clone();
     h.exec_ok(new);
-    assert_eq!(h.pool.next_deadline(), Some(h.now + Duration::from_secs(10)));
+    assert_eq!(
+        h.pool.next_deadline(),
+        Some(h.now + Duration::from_secs(10))
+    );
     h.advance(Duration::from_secs(10));
     h.tick();
     assert_eq!(h.terminated, [new]);
@@ -182,7 +194,10 @@ fn a_worker_never_ready_is_a_failed_start_with_backoff() {
     h.tick();
     assert_eq!(h.terminated, [first, second]);
     assert!(h.tick().is_empty());
-    assert_eq!(h.pool.next_deadline(), Some(h.now + Duration::from_millis(100)));
+    assert_eq!(
+        h.pool.next_deadline(),
+        Some(h.now + Duration::from_millis(100))
+    );
 }
 
 #[test]
