@@ -136,12 +136,15 @@ layer! {
         pub kill_orphans: Option<bool>,
 
         /// Listen on ADDR and hand the socket to every worker as descriptor
-        /// 3, 4, ... in order (repeatable): HOST:PORT, [IPV6]:PORT, :PORT,
-        /// unix:/PATH; port 0 picks a free one [default: none, or the
+        /// 3, 4, ... in order (repeatable; replaces the file's list):
+        /// HOST:PORT, [IPV6]:PORT, :PORT, unix:/PATH; port 0 picks a free one
+        /// [default: none, or the
         /// sockets systemd's socket activation passed]
         #[arg(short = 'l', long, value_name = "ADDR", value_parser = value::listen::parse)]
         #[serde(with = "value::listen")]
-        pub listen: Vec<ListenAddr>,
+        // An Option, not a list that adds up: the command line's addresses
+        // replace the file's (to move a pool to another port).
+        pub listen: Option<Vec<ListenAddr>>,
 
         /// Mode of the unix socket files it creates [default: 0660]
         #[arg(long, value_name = "MODE", value_parser = value::mode::parse)]
@@ -269,7 +272,7 @@ impl Layer {
             env: env.into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
             backoff,
             kill_orphans: kill_orphans.unwrap_or(defaults.kill_orphans),
-            listen,
+            listen: listen.unwrap_or_default(),
             socket_mode: socket_mode.unwrap_or(defaults.socket_mode),
             backlog,
             ready: ready.unwrap_or(defaults.ready),
@@ -304,7 +307,7 @@ impl From<&Config> for Layer {
             backoff_initial: Some(config.backoff.initial),
             backoff_max: Some(config.backoff.max),
             kill_orphans: Some(config.kill_orphans),
-            listen: config.listen.clone(),
+            listen: Some(config.listen.clone()),
             socket_mode: Some(config.socket_mode),
             backlog: config.backlog,
             ready: Some(config.ready),

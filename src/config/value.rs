@@ -214,15 +214,24 @@ pub mod listen {
         text.parse()
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<ListenAddr>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Vec<ListenAddr>>, D::Error> {
         Vec::<String>::deserialize(d)?
             .iter()
             .map(|text| text.parse().map_err(de::Error::custom))
-            .collect()
+            .collect::<Result<_, _>>()
+            .map(Some)
     }
 
-    pub fn serialize<S: Serializer>(addrs: &[ListenAddr], s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(addrs.iter().map(ToString::to_string))
+    pub fn serialize<S: Serializer>(
+        addrs: &Option<Vec<ListenAddr>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match addrs {
+            Some(addrs) => s.collect_seq(addrs.iter().map(ToString::to_string)),
+            None => s.serialize_none(),
+        }
     }
 }
 
