@@ -38,3 +38,6 @@ mod config_props;
 
 // Config input that can never block or exhaust the process.
 mod config_input;
+
+// A loopback HTTP load generator (also used by benches/reload.rs).
+mod httpload;
