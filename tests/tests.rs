@@ -41,3 +41,7 @@ mod config_input;
 
 // A loopback HTTP load generator (also used by benches/reload.rs).
 mod httpload;
+
+// Real third-party servers (gunicorn, Starman) under prefork, reloaded
+// under that load.
+mod third_party;
