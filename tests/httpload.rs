@@ -248,7 +248,8 @@ pub struct Latency {
 }
 
 impl Latency {
-    fn of(mut latencies: Vec<Duration>) -> Latency {
+    /// The percentiles of `latencies` (nearest rank).
+    pub fn of(mut latencies: Vec<Duration>) -> Latency {
         latencies.sort();
         let at = |q: f64| {
             let i = ((latencies.len() as f64 * q).ceil() as usize).saturating_sub(1);
@@ -386,6 +387,25 @@ impl fmt::Display for Report {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
+}
+
+/// One `GET path` on a new connection, as a `fresh` thread sends it: its
+/// response (whatever the status), or why there was none. For probing
+/// whether a server answers yet.
+pub fn get(addr: SocketAddr, path: &'static str) -> Result<Response, String> {
+    let client = Client {
+        addr,
+        path,
+        keepalive: false,
+        interval: None,
+        started: Instant::now(),
+        stop: Arc::default(),
+        counters: Arc::default(),
+        keep: 0,
+    };
+    let conn = Conn::open(addr)?;
+    let (response, _) = client.exchange(conn).map_err(|e| e.to_string())?;
+    Ok(response)
 }
 
 // ---------------------------------------------------------------------------
@@ -580,12 +600,15 @@ impl fmt::Display for Error {
 }
 
 /// What the load looks at in a response.
-#[derive(Debug)]
-struct Response {
-    status: u16,
-    version: Option<String>,
-    pid: Option<u32>,
-    keep_alive: bool,
+#[derive(Clone, Debug)]
+pub struct Response {
+    pub status: u16,
+    /// `X-App-Version`.
+    pub version: Option<String>,
+    /// `X-Worker-Pid`.
+    pub pid: Option<u32>,
+    /// Whether the connection may carry another request.
+    pub keep_alive: bool,
 }
 
 struct Conn {
@@ -1031,6 +1054,19 @@ mod tests {
         assert_eq!((report.failed, report.retried), (0, 0), "{report}");
         let versions = report.versions_from(Duration::ZERO);
         assert_eq!(versions.get("v1").copied(), Some(report.ok as usize));
+    }
+
+    #[test]
+    fn get_returns_one_response() {
+        let server = serve(Behaviour::Error500);
+        let response = get(server.addr, "/").expect("a response");
+        assert_eq!(response.status, 500);
+        let server = serve(Behaviour::KeepAlive);
+        let response = get(server.addr, "/").expect("a response");
+        assert_eq!(
+            (response.status, response.version.as_deref(), response.pid),
+            (200, Some("v1"), Some(42))
+        );
     }
 
     #[test]
