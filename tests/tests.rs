@@ -40,3 +40,10 @@ mod config_props;
 
 // Config input that can never block or exhaust the process.
 mod config_input;
+
+// A loopback HTTP load generator (also used by benches/reload.rs).
+mod httpload;
+
+// Real third-party servers (gunicorn, Starman) under prefork, reloaded
+// under that load.
+mod third_party;
