@@ -47,3 +47,6 @@ mod httpload;
 // Real third-party servers (gunicorn, Starman) under prefork, reloaded
 // under that load.
 mod third_party;
+
+// Reloads under load: the example workers, and no failed request.
+mod zero_downtime;
