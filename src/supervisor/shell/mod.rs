@@ -371,8 +371,12 @@ impl Shell {
             }
             let group_alive = killpg(pid, None).is_ok();
             self.pool.exited(pid, how, group_alive, Instant::now());
-            if let Some(file) = self.files.remove(&pid) {
-                self.board.remove(&file);
+            match self.files.remove(&pid) {
+                Some(file) => self.board.remove(&file),
+                // It died before its exec said it runs: perhaps in the
+                // middle of registering, between creating its file and
+                // renaming it into place.
+                None => drop(self.board.remove_unfinished(&pid.to_string())),
             }
         }
         self.pool
