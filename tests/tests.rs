@@ -21,6 +21,7 @@ mod supervisor_lifecycle;
 mod supervisor_limits;
 mod supervisor_listen;
 mod supervisor_messages;
+mod supervisor_notify;
 mod supervisor_output;
 mod supervisor_ready;
 mod supervisor_signals;

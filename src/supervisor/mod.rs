@@ -14,6 +14,7 @@
 pub mod core;
 pub mod events;
 pub mod master_file;
+mod notify;
 mod shell;
 mod signals;
 pub mod sinks;
@@ -59,6 +60,9 @@ pub fn run(source: Source) -> Result<()> {
     // reading the environment.
     let mut listeners =
         Listeners::from_activation().map_err(|message| StartFailure { code: 2, message })?;
+    // systemd's notification socket is ours, not the workers'.
+    let notifier =
+        notify::Notifier::from_env().context("cannot open a socket for NOTIFY_SOCKET")?;
     let config = source.load()?;
     spawn::reserve_status_fd()
         .context("cannot reserve descriptor 3 for the workers' status files")?;
@@ -131,6 +135,7 @@ pub fn run(source: Source) -> Result<()> {
         signals,
         source,
         listeners,
+        notifier,
     );
     // (A clone that must not live as long as `run`: a socket closes when
     // the last spec that lists it goes.)

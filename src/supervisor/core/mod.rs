@@ -251,15 +251,30 @@ impl Pool {
         workers.chain(leaders).chain(incoming).chain(orphans)
     }
 
-    pub fn snapshot(&self) -> Snapshot {
-        let phase = match self.phase {
+    pub fn phase_name(&self) -> PhaseName {
+        match self.phase {
             Phase::Starting => PhaseName::Starting,
             Phase::Running => PhaseName::Running,
             Phase::Rolling(_) => PhaseName::Reloading,
             Phase::Stopping(_) => PhaseName::Stopping,
-        };
+        }
+    }
+
+    /// A one-line summary, for systemd's `STATUS=`.
+    pub fn summary(&self) -> String {
+        let restarts: u64 = self.slots.iter().map(|s| s.restarts).sum();
+        format!(
+            "{}/{} workers, {} stuck, {} restarts",
+            self.live_workers(),
+            self.slots.len(),
+            self.counters.stuck_kills,
+            restarts
+        )
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
         Snapshot {
-            phase,
+            phase: self.phase_name(),
             slots: self
                 .slots
                 .iter()
