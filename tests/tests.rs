@@ -20,6 +20,7 @@ mod supervisor_failures;
 mod supervisor_lifecycle;
 mod supervisor_limits;
 mod supervisor_listen;
+mod supervisor_log_format;
 mod supervisor_messages;
 mod supervisor_notify;
 mod supervisor_output;

@@ -48,7 +48,10 @@ pub enum LastStatus {
     Was(String),
 }
 
-#[derive(Debug, Clone, PartialEq)]
+/// Serialized (for `--log-format json`) as one object: `event` names the
+/// variant, in snake_case, and the fields follow.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     Starting {
         workers: usize,
@@ -64,87 +67,117 @@ pub enum Event {
         addr: String,
     },
     Ready {
+        #[serde(serialize_with = "json::pid")]
         pid: Pid,
         slot: usize,
+        #[serde(serialize_with = "json::secs")]
         after: Duration,
     },
     StartTimeout {
+        #[serde(serialize_with = "json::pid")]
         pid: Pid,
         slot: usize,
+        #[serde(serialize_with = "json::secs")]
         timeout: Duration,
         rule: String,
+        #[serde(serialize_with = "json::secs")]
         kill_timeout: Duration,
     },
     Spawned {
+        #[serde(serialize_with = "json::pid")]
         pid: Pid,
         slot: usize,
         restart: u64,
     },
     Unwatched {
+        #[serde(serialize_with = "json::pid")]
         pid: Pid,
         slot: usize,
         error: String,
     },
     Exited {
+        #[serde(serialize_with = "json::pid")]
         pid: Pid,
         slot: usize,
+        #[serde(serialize_with = "json::display")]
         how: Ended,
+        #[serde(serialize_with = "json::secs")]
         uptime: Duration,
     },
     CrashLoop {
         slot: usize,
         failures: u32,
+        #[serde(serialize_with = "json::secs")]
         delay: Duration,
     },
     SpawnFailed {
         slot: usize,
         command: String,
         error: String,
+        #[serde(serialize_with = "json::secs")]
         delay: Duration,
     },
     RetiredExited {
+        #[serde(serialize_with = "json::pid")]
         pid: Pid,
+        #[serde(serialize_with = "json::display")]
         how: Ended,
     },
     NotAWorker {
+        #[serde(serialize_with = "json::pid")]
         pid: Pid,
+        #[serde(serialize_with = "json::display")]
         how: Ended,
     },
     Leftovers {
+        #[serde(serialize_with = "json::pid")]
         pgid: Pid,
     },
     Adopted {
+        #[serde(serialize_with = "json::pid")]
         pid: Pid,
         command: String,
         stopped_now: bool,
     },
     OrphanExited {
+        #[serde(serialize_with = "json::pid")]
         pid: Pid,
+        #[serde(serialize_with = "json::display")]
         how: Ended,
     },
     OrphanKilled {
+        #[serde(serialize_with = "json::pid")]
         pid: Pid,
     },
     GroupKilled {
+        #[serde(serialize_with = "json::pid")]
         pgid: Pid,
     },
     Stuck {
+        #[serde(serialize_with = "json::pid")]
         pid: Pid,
         slot: usize,
+        #[serde(serialize_with = "json::secs")]
         silent: Duration,
+        #[serde(serialize_with = "json::secs")]
         timeout: Duration,
+        #[serde(serialize_with = "json::secs")]
         kill_timeout: Duration,
+        #[serde(serialize_with = "json::last_status")]
         last: LastStatus,
     },
     Unheld {
+        #[serde(serialize_with = "json::pid")]
         pid: Pid,
         slot: usize,
     },
     ClockSkew {
+        #[serde(serialize_with = "json::secs")]
         skew: Duration,
     },
     BoardChecked {
         workers: usize,
+        #[serde(serialize_with = "json::secs")]
         took: Duration,
     },
     BoardProblem {
@@ -156,8 +189,10 @@ pub enum Event {
         to: usize,
     },
     Retiring {
+        #[serde(serialize_with = "json::pid")]
         pid: Pid,
         slot: usize,
+        #[serde(serialize_with = "json::signal")]
         signal: Signal,
     },
     AddRefused {
@@ -185,8 +220,10 @@ pub enum Event {
         error: String,
     },
     RolloutStep {
+        #[serde(serialize_with = "json::pid")]
         old: Pid,
         slot: usize,
+        #[serde(serialize_with = "json::signal")]
         signal: Signal,
     },
     RolloutComplete {
@@ -202,7 +239,9 @@ pub enum Event {
     },
     StopGraceful {
         workers: usize,
+        #[serde(serialize_with = "json::secs")]
         timeout: Duration,
+        #[serde(serialize_with = "json::signal")]
         signal: Signal,
     },
     StopNow {
@@ -450,6 +489,43 @@ impl Counters {
             Event::ReloadFailed { .. } => self.reloads_failed += 1,
             Event::RolloutAborted { .. } => self.rollouts_aborted += 1,
             _ => {}
+        }
+    }
+}
+
+/// How the events' fields look in JSON: pids and codes as numbers,
+/// durations in seconds, signals and ends as their names.
+mod json {
+    use std::time::Duration;
+
+    use nix::sys::signal::Signal;
+    use nix::unistd::Pid;
+    use serde::Serializer;
+
+    use super::LastStatus;
+
+    pub fn pid<S: Serializer>(pid: &Pid, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_i32(pid.as_raw())
+    }
+
+    pub fn signal<S: Serializer>(signal: &Signal, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(signal.as_str())
+    }
+
+    pub fn secs<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64((d.as_secs_f64() * 1e6).round() / 1e6)
+    }
+
+    pub fn display<S: Serializer, T: std::fmt::Display>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(v)
+    }
+
+    /// The status excerpt, or why there is none.
+    pub fn last_status<S: Serializer>(last: &LastStatus, s: S) -> Result<S::Ok, S::Error> {
+        match last {
+            LastStatus::Never => s.serialize_none(),
+            LastStatus::Unreadable(why) => s.collect_str(&format_args!("(unreadable: {why})")),
+            LastStatus::Was(status) => s.serialize_str(status),
         }
     }
 }

@@ -34,7 +34,7 @@ use self::master_file::{ClaimError, MasterFile};
 use self::shell::Shell;
 use self::signals::Signals;
 use self::spawn::{Launcher, SpawnError};
-use crate::config::Source;
+use crate::config::{LogFormat, Source};
 use crate::listen::Listeners;
 use crate::scoreboard::Scoreboard;
 
@@ -64,6 +64,7 @@ pub fn run(source: Source) -> Result<()> {
     let notifier =
         notify::Notifier::from_env().context("cannot open a socket for NOTIFY_SOCKET")?;
     let config = source.load()?;
+    sinks::set_json_logs(config.log_format == LogFormat::Json);
     spawn::reserve_status_fd()
         .context("cannot reserve descriptor 3 for the workers' status files")?;
     let nofile = spawn::raise_nofile_limit();

@@ -195,7 +195,7 @@ impl Shell {
                         let _ = kill(pid, Signal::SIGCONT);
                     }
                     Effect::KillProcess(pid) => drop(kill(pid, Signal::SIGKILL)),
-                    Effect::Log(event) => log::log!(event.level(), "{event}"),
+                    Effect::Log(event) => sinks::log_event(&event),
                 }
             }
         }
@@ -352,6 +352,7 @@ impl Shell {
             Ok(resolved) => resolved,
             Err(e) => return self.pool.reload_failed(e.to_string()),
         };
+        sinks::set_json_logs(config.log_format == crate::config::LogFormat::Json);
         let roll_anyway = self.source.file.is_none();
         self.pool
             .reconfigure(config, resolved.sockets, roll_anyway, now);
@@ -434,7 +435,7 @@ impl Shell {
         self.pool.emit(Event::Stopped);
         for effect in self.pool.take_effects() {
             if let Effect::Log(event) = effect {
-                log::log!(event.level(), "{event}");
+                sinks::log_event(&event);
             }
         }
         flush_at_exit(&mut self.stdout, EXIT_PATIENCE);
