@@ -451,8 +451,34 @@ impl fmt::Display for Event {
     }
 }
 
+/// The upper bounds, in seconds, of the histograms' buckets: from half a
+/// millisecond (a respawn on an idle machine) to ten seconds.
+pub const BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Durations observed, by bucket of [`BUCKETS`] (the last one: above),
+/// and their sum.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct Histogram {
+    pub counts: [u64; BUCKETS.len() + 1],
+    pub sum_secs: f64,
+}
+
+impl Histogram {
+    pub fn observe(&mut self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let bucket = BUCKETS
+            .iter()
+            .position(|&b| secs <= b)
+            .unwrap_or(BUCKETS.len());
+        self.counts[bucket] += 1;
+        self.sum_secs += secs;
+    }
+}
+
 /// What the pool has been through, counted from the events.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
 pub struct Counters {
     /// Workers started (first starts and restarts).
     pub spawned: u64,
@@ -468,6 +494,14 @@ pub struct Counters {
     pub reloads: u64,
     pub reloads_failed: u64,
     pub rollouts_aborted: u64,
+    /// Workers killed for not being ready within the start timeout.
+    pub not_ready: u64,
+    /// From a worker's death to its replacement's exec.
+    #[serde(skip)]
+    pub respawn_latency: Histogram,
+    /// How long each board check took.
+    #[serde(skip)]
+    pub board_check: Histogram,
     /// Lines of the master's own output dropped because nobody read them
     /// (kept by the sinks; the shell fills it into a snapshot).
     pub output_dropped: u64,
@@ -484,7 +518,12 @@ impl Counters {
                 Ended::SpawnFailed | Ended::Stuck(_) | Ended::NotReady => {}
             },
             Event::Stuck { .. } => self.stuck_kills += 1,
-            Event::SpawnFailed { .. } | Event::StartTimeout { .. } => self.spawn_failures += 1,
+            Event::SpawnFailed { .. } => self.spawn_failures += 1,
+            Event::StartTimeout { .. } => {
+                self.spawn_failures += 1;
+                self.not_ready += 1;
+            }
+            Event::BoardChecked { took, .. } => self.board_check.observe(*took),
             Event::Reloaded | Event::RolloutBegun { .. } => self.reloads += 1,
             Event::ReloadFailed { .. } => self.reloads_failed += 1,
             Event::RolloutAborted { .. } => self.rollouts_aborted += 1,

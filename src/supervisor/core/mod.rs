@@ -454,6 +454,10 @@ impl Pool {
                 let mut worker = s.worker.take().expect("slot_of found it");
                 worker.exec = Exec::Done;
                 let restart = s.started(worker);
+                if let Some(died) = s.died.take() {
+                    let latency = now.duration_since(died);
+                    self.counters.respawn_latency.observe(latency);
+                }
                 self.emit(Event::Spawned { pid, slot, restart });
                 self.became_ready_if_due(pid, now);
             }
@@ -502,6 +506,7 @@ impl Pool {
         } else if let Some(slot) = self.slot_of(pid) {
             let s = &mut self.slots[slot];
             let started = s.worker.as_ref().expect("slot_of found it").started;
+            s.died = Some(now);
             let delay = s.ended(how.clone(), now, &self.config.backoff);
             let failures = s.failures;
             let uptime = now.duration_since(started);
