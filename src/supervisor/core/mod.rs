@@ -48,9 +48,12 @@ pub enum Effect {
     /// [`Pool::forked`] (or [`Pool::fork_failed`]) and, once its exec has
     /// said how it went, [`Pool::exec_done`].
     Spawn { slot: usize, spec: Arc<WorkerSpec> },
-    /// This signal (a stop signal) to the process group, and SIGCONT, so
-    /// that a stopped process can act on it.
+    /// This signal to the process group, and SIGCONT, so that a stopped
+    /// process can act on it.
     Terminate(Pid, Signal),
+    /// The stop signal to the worker alone (the leader of its group), and
+    /// SIGCONT to its group.
+    Stop(Pid, Signal),
     /// SIGKILL to the process group.
     Kill(Pid),
     /// SIGTERM (and SIGCONT) to one process: an adopted one, which may lead
@@ -420,10 +423,7 @@ impl Pool {
             }
             // The slot went away (SIGTTOU), or what asked for it (an
             // aborted rollout) no longer wants it.
-            _ => {
-                let (signal, timeout) = (self.config.stop_signal, self.config.graceful_timeout);
-                self.retire(pid, None, signal, timeout, now)
-            }
+            _ => self.stop_worker(pid, None, now),
         }
     }
 
@@ -566,7 +566,27 @@ impl Pool {
         self.draining.retain(|d| d.leader_alive || alive(d.pgid));
     }
 
-    /// `signal` to a worker's group, SIGKILL after `timeout`.
+    /// Asks a worker to finish and exit: the stop signal to it alone (a
+    /// server's master stops its own workers, as it means to: Starman's
+    /// would die mid-request of a QUIT meant for their master), SIGKILL to
+    /// its whole group after the graceful timeout. What it leaves in its
+    /// group when it exits gets SIGTERM then (see `drain_leftovers`).
+    fn stop_worker(&mut self, pid: Pid, slot: Option<usize>, now: Instant) {
+        let signal = self.config.stop_signal;
+        if let Some(slot) = slot {
+            self.emit(Event::Retiring { pid, slot, signal });
+        }
+        self.effects.push(Effect::Stop(pid, signal));
+        self.draining.push(Draining {
+            pgid: pid,
+            leader_alive: true,
+            deadline: now + self.config.graceful_timeout,
+            killed: false,
+        });
+    }
+
+    /// `signal` to a worker's whole group, SIGKILL after `timeout`: for a
+    /// worker that is stuck or never got ready, not asked to finish.
     fn retire(
         &mut self,
         pid: Pid,
@@ -627,8 +647,7 @@ impl Pool {
             let slot = self.slots.pop().expect("more slots than wanted");
             if let Some(pid) = slot.pid() {
                 let index = self.slots.len();
-                let (signal, timeout) = (self.config.stop_signal, self.config.graceful_timeout);
-                self.retire(pid, Some(index), signal, timeout, now);
+                self.stop_worker(pid, Some(index), now);
             }
         }
     }

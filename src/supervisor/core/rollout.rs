@@ -290,10 +290,10 @@ impl Pool {
         worker.ready = Some(now);
         let slot = incoming.slot;
         self.emit(Event::Ready { pid, slot, after });
-        let (signal, timeout) = (self.config.stop_signal, self.config.graceful_timeout);
+        let signal = self.config.stop_signal;
         let Some(s) = self.slots.get_mut(slot) else {
             // The slot went away (SIGTTOU) meanwhile.
-            self.retire(pid, None, signal, timeout, now);
+            self.stop_worker(pid, None, now);
             return true;
         };
         let replaced = s.worker.take().map(|w| w.pid);
@@ -301,13 +301,13 @@ impl Pool {
         let retired = match replaced {
             Some(old) if old == incoming.old => {
                 self.emit(Event::RolloutStep { old, slot, signal });
-                self.retire(old, None, signal, timeout, now);
+                self.stop_worker(old, None, now);
                 Some(old)
             }
             // The old one died, and this slot's spawn gave way to the
             // rollout's; or it was replaced as stuck meanwhile.
             Some(other) => {
-                self.retire(other, Some(slot), signal, timeout, now);
+                self.stop_worker(other, Some(slot), now);
                 Some(other)
             }
             None => None,
@@ -384,7 +384,6 @@ impl Pool {
             command: self.spec.command_line(),
             error: error.to_string(),
         });
-        let (signal, timeout) = (self.config.stop_signal, self.config.graceful_timeout);
         let others: Vec<Pid> = self
             .rollout_mut()
             .map(|r| std::mem::take(&mut r.incoming))
@@ -393,7 +392,7 @@ impl Pool {
             .filter_map(|i| i.worker.map(|w| w.pid))
             .collect();
         for pid in others {
-            self.retire(pid, None, signal, timeout, now);
+            self.stop_worker(pid, None, now);
         }
         let previous = self.rollout_mut().and_then(|r| r.previous.take());
         // With nothing to go back to (this was a rollback), every worker

@@ -4,6 +4,7 @@
 
 use std::time::Instant;
 
+use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 use super::slots::{Draining, Orphan, Slot};
@@ -31,8 +32,26 @@ impl Pool {
             deadline: now + timeout,
             killed: false,
         });
-        for pgid in self.all_groups() {
-            self.effects.push(Effect::Terminate(pgid, signal));
+        // Each worker is asked alone (see `stop_worker`); what a dead
+        // worker left in its group gets SIGTERM.
+        let workers = self.slots.iter().filter_map(Slot::pid);
+        let leaders = self
+            .draining
+            .iter()
+            .filter(|d| d.leader_alive)
+            .map(|d| d.pgid);
+        let stops: Vec<Pid> = workers.chain(leaders).collect();
+        for pid in stops {
+            self.effects.push(Effect::Stop(pid, signal));
+        }
+        let leftovers: Vec<Pid> = self
+            .draining
+            .iter()
+            .filter(|d| !d.leader_alive)
+            .map(|d| d.pgid)
+            .collect();
+        for pgid in leftovers {
+            self.effects.push(Effect::Terminate(pgid, Signal::SIGTERM));
         }
         for orphan in &mut self.orphans {
             if orphan.deadline.is_none() {

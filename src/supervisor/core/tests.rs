@@ -76,9 +76,9 @@ impl Harness {
                         self.pool.forked(slot, pid, self.now);
                         forked.push((slot, pid, spec));
                     }
-                    Effect::Terminate(pid, _) | Effect::TerminateProcess(pid) => {
-                        self.terminated.push(pid)
-                    }
+                    Effect::Terminate(pid, _)
+                    | Effect::Stop(pid, _)
+                    | Effect::TerminateProcess(pid) => self.terminated.push(pid),
                     Effect::Kill(pid) | Effect::KillProcess(pid) => self.killed.push(pid),
                     Effect::Log(event) => self.log.push(event),
                 }

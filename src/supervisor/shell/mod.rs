@@ -189,6 +189,10 @@ impl Shell {
                         }
                     }
                     Effect::Terminate(pgid, signal) => terminate_group(pgid, signal),
+                    Effect::Stop(pid, signal) => {
+                        let _ = kill(pid, signal);
+                        let _ = killpg(pid, Signal::SIGCONT);
+                    }
                     Effect::Kill(pgid) => drop(killpg(pgid, Signal::SIGKILL)),
                     Effect::TerminateProcess(pid) => {
                         let _ = kill(pid, Signal::SIGTERM);
