@@ -27,7 +27,7 @@ pub enum Sub {
     /// Validate the configuration, print it as it would run (after the
     /// command line's overrides), and start nothing. Exits 0 or 2.
     #[command(after_help = durations_help())]
-    Check(RunArgs),
+    Check(Box<RunArgs>),
     /// Print the live workers of a scoreboard (of a running prefork, or of
     /// any program using Parallel::Scoreboard)
     Status(StatusArgs),

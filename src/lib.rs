@@ -14,6 +14,7 @@
 pub mod cli;
 pub mod config;
 pub mod duration;
+pub mod listen;
 pub mod render;
 pub mod report;
 pub use prefork_scoreboard as scoreboard;

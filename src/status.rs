@@ -111,6 +111,8 @@ fn to_row(worker: &LiveWorker, now: SystemTime) -> BoardRow {
 struct Master {
     summary: String,
     pid: u64,
+    /// Where its workers' sockets listen.
+    listen: Vec<String>,
     slots: HashMap<String, serde_json::Value>,
 }
 
@@ -134,14 +136,26 @@ impl From<serde_json::Value> for Master {
             .values()
             .filter_map(|s| s.get("restarts")?.as_u64())
             .sum();
+        let listen: Vec<String> = snapshot
+            .get("listen")
+            .and_then(|l| l.as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(|a| Some(a.as_str()?.to_string()))
+            .collect();
+        let listening = match listen.is_empty() {
+            true => String::new(),
+            false => format!(", listening on {}", listen.join(" ")),
+        };
         Master {
             summary: format!(
-                "master pid={} {phase}, workers={}/{}, restarts={restarts}, up {uptime:.0}s",
+                "master pid={} {phase}, workers={}/{}, restarts={restarts}, up {uptime:.0}s{listening}",
                 number("master_pid"),
                 number("live"),
                 number("workers"),
             ),
             pid: number("master_pid"),
+            listen,
             slots,
         }
     }
@@ -200,6 +214,7 @@ fn to_json(workers: &[LiveWorker], master: Option<&Master>, now: SystemTime) -> 
         }
         if let Some(master) = master {
             entry["master_pid"] = master.pid.into();
+            entry["listen"] = master.listen.clone().into();
             if let Some(slot) = master.slot(w) {
                 for key in ["slot", "state", "restarts", "last_exit"] {
                     entry[key] = slot.get(key).cloned().unwrap_or_default();

@@ -286,8 +286,12 @@ fn a_perl_worker_uses_parallel_scoreboard() {
 fn example_workers_outside_prefork_say_how_to_run_them_in_one_line() {
     let example = |name: &str| format!("{}/examples/{name}", env!("CARGO_MANIFEST_DIR"));
     let python = crate::harness::python3().to_string();
-    let cases: [(Vec<String>, &str); 7] = [
+    let cases: [(Vec<String>, &str); 8] = [
         (vec![crate::harness::rust_example("worker")], "worker: "),
+        (
+            vec![crate::harness::rust_example("http_worker")],
+            "http_worker: ",
+        ),
         (vec![crate::harness::rust_example("hammer")], "hammer: "),
         (vec![python.clone(), example("worker.py")], "worker.py: "),
         (vec![python, example("web-worker.py")], "web-worker.py: "),
@@ -310,6 +314,9 @@ fn example_workers_outside_prefork_say_how_to_run_them_in_one_line() {
             "PREFORK_WORKER_SLOT",
             "PREFORK_MASTER_PID",
             "PREFORK_BIN",
+            "LISTEN_FDS",
+            "LISTEN_PID",
+            "SERVER_STARTER_PORT",
         ] {
             cmd.env_remove(var);
         }

@@ -8,7 +8,7 @@
 //! What differs from a user's run, each for a reason said where it is done:
 //! the board is the test's own (`--scoreboard`, which wins over the file), a
 //! command under `target/release/` is taken from the profile under test, and
-//! a `PORT` in the file's `[env]` becomes 0 (any free port).
+//! a `listen` of the file's becomes `127.0.0.1:0` (any free port).
 
 use std::path::{Path, PathBuf};
 
@@ -25,7 +25,8 @@ struct Sample {
     path: String,
     command: Vec<String>,
     workers: usize,
-    env: toml::Table,
+    /// It sets `listen`.
+    listens: bool,
 }
 
 /// Every `config/*.toml`, sorted by name.
@@ -54,16 +55,11 @@ fn samples() -> Vec<Sample> {
                 .get("workers")
                 .and_then(toml::Value::as_integer)
                 .unwrap_or_else(|| panic!("{path}: the test needs a `workers` count"));
-            let env = table
-                .get("env")
-                .and_then(toml::Value::as_table)
-                .cloned()
-                .unwrap_or_default();
             Sample {
                 path,
                 command,
                 workers: workers.try_into().expect("a worker count"),
-                env,
+                listens: table.contains_key("listen"),
             }
         })
         .collect()
@@ -79,9 +75,10 @@ fn command_line(sample: &Sample, board: &Path) -> Vec<String> {
         board.to_str().expect("UTF-8 path").into(),
     ];
     // A port of its own: a listener elsewhere on the machine (another run of
-    // this very test, say) must not fail it.
-    if sample.env.contains_key("PORT") {
-        args.extend(["--env".into(), "PORT=0".into()]);
+    // this very test, say) must not fail it. (The command line's `--listen`
+    // replaces the file's list.)
+    if sample.listens {
+        args.extend(["--listen".into(), "127.0.0.1:0".into()]);
     }
     // The README builds the demo's workers with `--release`; the test suite
     // has them where the binary under test is (target/debug for plain

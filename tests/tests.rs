@@ -19,8 +19,10 @@ mod supervisor_environment;
 mod supervisor_failures;
 mod supervisor_lifecycle;
 mod supervisor_limits;
+mod supervisor_listen;
 mod supervisor_messages;
 mod supervisor_output;
+mod supervisor_ready;
 mod supervisor_signals;
 mod supervisor_stuck;
 
@@ -45,3 +47,6 @@ mod httpload;
 // Real third-party servers (gunicorn, Starman) under prefork, reloaded
 // under that load.
 mod third_party;
+
+// Reloads under load: the example workers, and no failed request.
+mod zero_downtime;

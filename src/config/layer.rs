@@ -18,9 +18,11 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 
-use super::{value, Backoff, Config};
+use super::{value, Backoff, Config, Ready};
+use crate::listen::ListenAddr;
 
 /// Declares [`Layer`], and from its list of fields the code that has to
 /// visit every one of them.
@@ -132,6 +134,54 @@ layer! {
         /// when the master stops [default: false]
         #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
         pub kill_orphans: Option<bool>,
+
+        /// Listen on ADDR and hand the socket to every worker as descriptor
+        /// 3, 4, ... in order (repeatable; replaces the file's list):
+        /// HOST:PORT, [IPV6]:PORT, :PORT, unix:/PATH; port 0 picks a free one
+        /// [default: none, or the
+        /// sockets systemd's socket activation passed]
+        #[arg(short = 'l', long, value_name = "ADDR", value_parser = value::listen::parse)]
+        #[serde(with = "value::listen")]
+        // An Option, not a list that adds up: the command line's addresses
+        // replace the file's (to move a pool to another port).
+        pub listen: Option<Vec<ListenAddr>>,
+
+        /// Mode of the unix socket files it creates [default: 0660]
+        #[arg(long, value_name = "MODE", value_parser = value::mode::parse)]
+        #[serde(with = "value::mode")]
+        pub socket_mode: Option<u32>,
+
+        /// Length of the listening sockets' queue [default: the kernel's
+        /// net.core.somaxconn]
+        #[arg(long, value_name = "N", value_parser = value::count::parse)]
+        #[serde(with = "value::count")]
+        pub backlog: Option<u32>,
+
+        /// When a new worker is ready (a reload retires the worker it
+        /// replaces only then): report (its first status write), immediate,
+        /// or a duration after its start [default: 1s]
+        #[arg(long, value_name = "RULE", value_parser = value::ready::parse)]
+        #[serde(with = "value::ready")]
+        pub ready: Option<Ready>,
+
+        /// A worker not ready this long after its start is killed, as a
+        /// failed start [default: 60s]
+        #[arg(long, value_name = "DURATION", value_parser = value::duration::parse)]
+        #[serde(with = "value::duration")]
+        pub start_timeout: Option<Duration>,
+
+        /// The signal that asks a worker to finish and exit, on a reload,
+        /// a scale-down and a shutdown (QUIT or WINCH for some servers)
+        /// [default: TERM]
+        #[arg(long, value_name = "SIGNAL", value_parser = value::signal::parse)]
+        #[serde(with = "value::signal")]
+        pub stop_signal: Option<Signal>,
+
+        /// How many workers beyond the pool's size a rolling reload starts
+        /// at once [default: 1]
+        #[arg(long, value_name = "N", value_parser = value::count::parse)]
+        #[serde(with = "value::count")]
+        pub max_surge: Option<u32>,
     }
 }
 
@@ -176,6 +226,13 @@ impl Layer {
             backoff_initial,
             backoff_max,
             kill_orphans,
+            listen,
+            socket_mode,
+            backlog,
+            ready,
+            start_timeout,
+            stop_signal,
+            max_surge,
         } = self;
         let defaults = Config::default();
         let command = command.ok_or(
@@ -215,6 +272,13 @@ impl Layer {
             env: env.into_iter().map(|(k, v)| (k.into(), v.into())).collect(),
             backoff,
             kill_orphans: kill_orphans.unwrap_or(defaults.kill_orphans),
+            listen: listen.unwrap_or_default(),
+            socket_mode: socket_mode.unwrap_or(defaults.socket_mode),
+            backlog,
+            ready: ready.unwrap_or(defaults.ready),
+            start_timeout: start_timeout.unwrap_or(defaults.start_timeout),
+            stop_signal: stop_signal.unwrap_or(defaults.stop_signal),
+            max_surge: max_surge.map_or(defaults.max_surge, |n| n as usize),
         })
     }
 }
@@ -243,6 +307,13 @@ impl From<&Config> for Layer {
             backoff_initial: Some(config.backoff.initial),
             backoff_max: Some(config.backoff.max),
             kill_orphans: Some(config.kill_orphans),
+            listen: Some(config.listen.clone()),
+            socket_mode: Some(config.socket_mode),
+            backlog: config.backlog,
+            ready: Some(config.ready),
+            start_timeout: Some(config.start_timeout),
+            stop_signal: Some(config.stop_signal),
+            max_surge: Some(config.max_surge as u32),
         }
     }
 }

@@ -10,8 +10,13 @@ pub use file::{read, render, scoreboard_dir_of, ConfigError, Source, MAX_FILE_SI
 pub use layer::Layer;
 
 use std::ffi::OsString;
+use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use crate::listen::ListenAddr;
 
 /// A ceiling on the worker count: beyond it a typo (an extra zero) would
 /// fork-bomb the machine.
@@ -39,6 +44,50 @@ pub struct Config {
     pub backoff: Backoff,
     /// Stop adopted processes (a worker's escaped descendants) at once.
     pub kill_orphans: bool,
+    /// Where the workers' listening sockets are bound, in the order of
+    /// their descriptors (3, 4, ...).
+    pub listen: Vec<ListenAddr>,
+    /// The mode of the unix socket files.
+    pub socket_mode: u32,
+    /// `None`: the kernel's ceiling.
+    pub backlog: Option<u32>,
+    pub ready: Ready,
+    /// How long a new worker may take to be ready.
+    pub start_timeout: Duration,
+    /// What asks a worker to finish and exit.
+    pub stop_signal: Signal,
+    /// How many workers beyond the pool's size a rollout runs at once.
+    pub max_surge: usize,
+}
+
+/// When a new worker is ready: a rolling reload retires the worker it
+/// replaces only then, the stuck timeout counts from then, and one not
+/// ready within `start_timeout` is a failed start.
+///
+/// The default is a delay of one second, like Server::Starter's
+/// `--interval` and einhorn's default: a worker that does not know prefork
+/// (gunicorn, Starman, most servers) never writes a status, and a default
+/// that waited for one would kill every such worker as a failed start.
+/// Workers that report should say `ready = "report"`: their readiness is
+/// then known, not guessed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ready {
+    /// At its first status write.
+    Report,
+    /// As soon as its program runs.
+    Immediate,
+    /// This long after its program runs.
+    After(Duration),
+}
+
+impl fmt::Display for Ready {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Ready::Report => f.write_str("report"),
+            Ready::Immediate => f.write_str("immediate"),
+            Ready::After(d) => f.write_str(&crate::duration::display(*d)),
+        }
+    }
 }
 
 /// Crash-loop protection: a worker that dies within `min_uptime` of its
@@ -88,6 +137,13 @@ impl Default for Config {
             env: Vec::new(),
             backoff: Backoff::default(),
             kill_orphans: false,
+            listen: Vec::new(),
+            socket_mode: 0o660,
+            backlog: None,
+            ready: Ready::After(Duration::from_secs(1)),
+            start_timeout: Duration::from_secs(60),
+            stop_signal: Signal::SIGTERM,
+            max_surge: 1,
         }
     }
 }

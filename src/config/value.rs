@@ -201,3 +201,199 @@ pub mod path {
         }
     }
 }
+
+/// Listening addresses (see [`crate::listen::ListenAddr`]): repeated on
+/// the command line, a list of strings in the file.
+pub mod listen {
+    use serde::de::{self, Deserializer};
+    use serde::{Deserialize, Serializer};
+
+    use crate::listen::ListenAddr;
+
+    pub fn parse(text: &str) -> Result<ListenAddr, String> {
+        text.parse()
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<Option<Vec<ListenAddr>>, D::Error> {
+        Vec::<String>::deserialize(d)?
+            .iter()
+            .map(|text| text.parse().map_err(de::Error::custom))
+            .collect::<Result<_, _>>()
+            .map(Some)
+    }
+
+    pub fn serialize<S: Serializer>(
+        addrs: &Option<Vec<ListenAddr>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match addrs {
+            Some(addrs) => s.collect_seq(addrs.iter().map(ToString::to_string)),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+/// A file mode in octal: `"0660"` (or TOML's `0o660`).
+pub mod mode {
+    use std::fmt;
+
+    use serde::de::{self, Deserializer, Visitor};
+    use serde::Serializer;
+
+    pub fn parse(text: &str) -> Result<u32, String> {
+        let digits = text.strip_prefix("0o").unwrap_or(text);
+        match u32::from_str_radix(digits, 8) {
+            Ok(mode) if mode <= 0o777 && !digits.is_empty() => Ok(mode),
+            _ => Err(format!(
+                "{text:?} is not a file mode: octal digits, like \"0660\""
+            )),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+        d.deserialize_any(ModeVisitor).map(Some)
+    }
+
+    pub fn serialize<S: Serializer>(value: &Option<u32>, s: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(mode) => s.serialize_str(&format!("{mode:04o}")),
+            None => s.serialize_none(),
+        }
+    }
+
+    struct ModeVisitor;
+
+    impl Visitor<'_> for ModeVisitor {
+        type Value = u32;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a file mode in octal, like \"0660\"")
+        }
+
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<u32, E> {
+            parse(text).map_err(E::custom)
+        }
+
+        fn visit_i64<E: de::Error>(self, n: i64) -> Result<u32, E> {
+            u32::try_from(n)
+                .ok()
+                .filter(|&m| m <= 0o777)
+                .ok_or_else(|| E::custom(format!("{n} is not a file mode (at most 0o777)")))
+        }
+    }
+}
+
+/// A signal by name: `"TERM"`, `"SIGQUIT"`, `"winch"`.
+pub mod signal {
+    use nix::sys::signal::Signal;
+    use serde::de::{self, Deserializer};
+    use serde::{Deserialize, Serializer};
+
+    pub fn parse(text: &str) -> Result<Signal, String> {
+        let upper = text.to_ascii_uppercase();
+        let name = if upper.starts_with("SIG") {
+            upper
+        } else {
+            format!("SIG{upper}")
+        };
+        match name.parse::<Signal>() {
+            Ok(Signal::SIGSTOP | Signal::SIGKILL | Signal::SIGCHLD) | Err(_) => Err(format!(
+                "{text:?} is not a signal to stop a worker with: a name like TERM, QUIT, INT or WINCH"
+            )),
+            Ok(signal) => Ok(signal),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Signal>, D::Error> {
+        parse(&String::deserialize(d)?)
+            .map(Some)
+            .map_err(de::Error::custom)
+    }
+
+    pub fn serialize<S: Serializer>(value: &Option<Signal>, s: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(signal) => s.serialize_str(&signal.as_str()[3..]),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+/// When a worker is ready: `"report"`, `"immediate"`, or a duration.
+pub mod ready {
+    use serde::de::{self, Deserializer};
+    use serde::{Deserialize, Serializer};
+
+    use crate::config::Ready;
+
+    pub fn parse(text: &str) -> Result<Ready, String> {
+        match text {
+            "report" => Ok(Ready::Report),
+            "immediate" => Ok(Ready::Immediate),
+            _ => crate::duration::parse(text).map(Ready::After).map_err(|_| {
+                format!(
+                    "{text:?} is not a readiness rule: \"report\" (its first status write), \
+                     \"immediate\", or a duration like \"2s\""
+                )
+            }),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Ready>, D::Error> {
+        parse(&String::deserialize(d)?)
+            .map(Some)
+            .map_err(de::Error::custom)
+    }
+
+    pub fn serialize<S: Serializer>(value: &Option<Ready>, s: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(ready) => s.serialize_str(&ready.to_string()),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+/// A positive count: `max_surge`, `backlog`.
+pub mod count {
+    use std::fmt;
+
+    use serde::de::{self, Deserializer, Visitor};
+    use serde::{Serialize, Serializer};
+
+    pub fn parse(text: &str) -> Result<u32, String> {
+        match text.parse::<u32>() {
+            Ok(n) if n >= 1 => Ok(n),
+            _ => Err(format!("{text:?} is not a whole number of at least 1")),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+        d.deserialize_u64(CountVisitor).map(Some)
+    }
+
+    pub fn serialize<S: Serializer>(value: &Option<u32>, s: S) -> Result<S::Ok, S::Error> {
+        value.serialize(s)
+    }
+
+    struct CountVisitor;
+
+    impl Visitor<'_> for CountVisitor {
+        type Value = u32;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a whole number of at least 1")
+        }
+
+        fn visit_i64<E: de::Error>(self, n: i64) -> Result<u32, E> {
+            u32::try_from(n)
+                .ok()
+                .filter(|&n| n >= 1)
+                .ok_or_else(|| E::custom(format!("{n} is not a whole number of at least 1")))
+        }
+
+        fn visit_u64<E: de::Error>(self, n: u64) -> Result<u32, E> {
+            self.visit_i64(i64::try_from(n).unwrap_or(-1))
+        }
+    }
+}

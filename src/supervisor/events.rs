@@ -10,7 +10,6 @@ use log::Level;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
-use super::spawn::STATUS_FD;
 use crate::duration::display as show;
 
 /// How a worker ended.
@@ -23,6 +22,8 @@ pub enum Ended {
     /// It stopped updating its status and was replaced; with the last
     /// status it wrote (escaped), if any.
     Stuck(Option<String>),
+    /// It was not ready within the start timeout, and was killed.
+    NotReady,
 }
 
 impl fmt::Display for Ended {
@@ -33,6 +34,7 @@ impl fmt::Display for Ended {
             Ended::SpawnFailed => write!(f, "spawn-failed"),
             Ended::Stuck(None) => write!(f, "stuck"),
             Ended::Stuck(Some(last)) => write!(f, "stuck in \"{last}\""),
+            Ended::NotReady => write!(f, "not-ready"),
         }
     }
 }
@@ -52,6 +54,26 @@ pub enum Event {
         workers: usize,
         command: String,
         board: PathBuf,
+    },
+    Listening {
+        addr: String,
+        fd: i32,
+        inherited: bool,
+    },
+    InheritedUnlisted {
+        addr: String,
+    },
+    Ready {
+        pid: Pid,
+        slot: usize,
+        after: Duration,
+    },
+    StartTimeout {
+        pid: Pid,
+        slot: usize,
+        timeout: Duration,
+        rule: String,
+        kill_timeout: Duration,
     },
     Spawned {
         pid: Pid,
@@ -136,6 +158,7 @@ pub enum Event {
     Retiring {
         pid: Pid,
         slot: usize,
+        signal: Signal,
     },
     AddRefused {
         why: String,
@@ -164,6 +187,7 @@ pub enum Event {
     RolloutStep {
         old: Pid,
         slot: usize,
+        signal: Signal,
     },
     RolloutComplete {
         workers: usize,
@@ -179,6 +203,7 @@ pub enum Event {
     StopGraceful {
         workers: usize,
         timeout: Duration,
+        signal: Signal,
     },
     StopNow {
         why: &'static str,
@@ -195,6 +220,7 @@ impl Event {
                 Level::Error
             }
             BoardRecreated { .. } | Adopted { .. } | OrphanKilled { .. } => Level::Warn,
+            StartTimeout { .. } | InheritedUnlisted { .. } => Level::Warn,
             Unwatched { .. }
             | CrashLoop { .. }
             | GroupKilled { .. }
@@ -204,7 +230,7 @@ impl Event {
             | BoardProblem { .. }
             | AddRefused { .. }
             | BoardDirKept => Level::Warn,
-            NotAWorker { .. } | BoardChecked { .. } => Level::Debug,
+            NotAWorker { .. } | BoardChecked { .. } | Ready { .. } => Level::Debug,
             _ => Level::Info,
         }
     }
@@ -219,6 +245,30 @@ impl fmt::Display for Event {
                 "prefork master pid={} starting {workers} worker(s) of `{command}`, scoreboard {}",
                 std::process::id(),
                 board.display()
+            ),
+            Listening { addr, fd, inherited: false } => {
+                write!(f, "listening on {addr} (descriptor {fd} in workers)")
+            }
+            Listening { addr, fd, inherited: true } => write!(
+                f,
+                "listening on {addr} (inherited from socket activation; descriptor {fd} in workers)"
+            ),
+            InheritedUnlisted { addr } => write!(
+                f,
+                "socket activation passed {addr}, which `listen` does not list: kept, not given \
+                 to workers"
+            ),
+            Ready { pid, slot, after } => write!(
+                f,
+                "worker pid={pid} slot={slot} ready after {:.3}s",
+                after.as_secs_f64()
+            ),
+            StartTimeout { pid, slot, timeout, rule, kill_timeout } => write!(
+                f,
+                "worker pid={pid} slot={slot} was not ready within start_timeout {} (ready = \
+                 {rule}): a failed start; SIGTERM, SIGKILL after {}",
+                show(*timeout),
+                show(*kill_timeout)
             ),
             Spawned { pid, slot, restart: 0 } => write!(f, "spawned worker pid={pid} slot={slot}"),
             Spawned { pid, slot, restart } => {
@@ -284,8 +334,8 @@ impl fmt::Display for Event {
             }
             Unheld { pid, slot } => write!(
                 f,
-                "worker pid={pid} slot={slot} holds no live status file (it closed descriptor \
-                 {STATUS_FD}, or its file was removed); it is left running"
+                "worker pid={pid} slot={slot} holds no live status file (it closed the descriptor \
+                 PREFORK_STATUS_FD names, or its file was removed); it is left running"
             ),
             ClockSkew { skew } => write!(
                 f,
@@ -300,7 +350,9 @@ impl fmt::Display for Event {
             ),
             BoardProblem { what } => f.write_str(what),
             Resized { why, from, to } => write!(f, "{why}: {from} -> {to} worker(s)"),
-            Retiring { pid, slot } => write!(f, "retiring worker pid={pid} slot={slot}: SIGTERM"),
+            Retiring { pid, slot, signal } => {
+                write!(f, "retiring worker pid={pid} slot={slot}: {}", signal.as_str())
+            }
             AddRefused { why } => write!(f, "SIGTTIN ignored: {why}"),
             RemoveRefused => f.write_str("SIGTTOU ignored: never fewer than one worker"),
             ReloadFailed { error } => write!(
@@ -329,9 +381,10 @@ impl fmt::Display for Event {
                  worker can start until it can",
                 dir.display()
             ),
-            RolloutStep { old, slot } => write!(
+            RolloutStep { old, slot, signal } => write!(
                 f,
-                "rolling restart: retiring worker pid={old} slot={slot}: SIGTERM"
+                "rolling restart: retiring worker pid={old} slot={slot}: {}",
+                signal.as_str()
             ),
             RolloutComplete { workers } => {
                 write!(f, "rolling restart complete: {workers} worker(s)")
@@ -345,9 +398,10 @@ impl fmt::Display for Event {
                 f,
                 "rolling {workers} worker(s) started by the interrupted rollout back to `{command}`"
             ),
-            StopGraceful { workers, timeout } => write!(
+            StopGraceful { workers, timeout, signal } => write!(
                 f,
-                "graceful shutdown: SIGTERM to {workers} worker(s), SIGKILL after {}",
+                "graceful shutdown: {} to {workers} worker(s), SIGKILL after {}",
+                signal.as_str(),
                 show(*timeout)
             ),
             StopNow { why, workers } => {
@@ -388,10 +442,10 @@ impl Counters {
                 Ended::Exited(0) => self.exited_ok += 1,
                 Ended::Exited(_) => self.exited_error += 1,
                 Ended::Signaled(_) => self.signaled += 1,
-                Ended::SpawnFailed | Ended::Stuck(_) => {}
+                Ended::SpawnFailed | Ended::Stuck(_) | Ended::NotReady => {}
             },
             Event::Stuck { .. } => self.stuck_kills += 1,
-            Event::SpawnFailed { .. } => self.spawn_failures += 1,
+            Event::SpawnFailed { .. } | Event::StartTimeout { .. } => self.spawn_failures += 1,
             Event::Reloaded | Event::RolloutBegun { .. } => self.reloads += 1,
             Event::ReloadFailed { .. } => self.reloads_failed += 1,
             Event::RolloutAborted { .. } => self.rollouts_aborted += 1,

@@ -155,6 +155,7 @@ struct Published<'a> {
     live: usize,
     slots: Vec<PublishedSlot<'a>>,
     counters: &'a Counters,
+    listen: &'a [String],
 }
 
 #[derive(serde::Serialize)]
@@ -197,10 +198,10 @@ fn render(snapshot: &Snapshot, now: Instant, out: &mut Vec<u8>) {
         .map(|(slot, s)| PublishedSlot {
             slot,
             pid: s.pid.map(|p| p.as_raw()),
-            state: match (s.pid, s.running_since) {
+            state: match (s.pid, s.ready) {
                 (None, _) => "empty",
-                (Some(_), None) => "starting",
-                (Some(_), Some(_)) => "running",
+                (Some(_), false) => "starting",
+                (Some(_), true) => "running",
             },
             since: s.running_since.and_then(unix),
             restarts: s.restarts,
@@ -216,6 +217,7 @@ fn render(snapshot: &Snapshot, now: Instant, out: &mut Vec<u8>) {
         live: snapshot.live(),
         slots,
         counters: &snapshot.counters,
+        listen: &snapshot.listen,
     };
     out.clear();
     serde_json::to_writer(&mut *out, &published).expect("JSON of plain values");

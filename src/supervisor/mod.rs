@@ -21,6 +21,7 @@ pub mod spawn;
 pub mod spec;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
@@ -33,6 +34,7 @@ use self::shell::Shell;
 use self::signals::Signals;
 use self::spawn::{Launcher, SpawnError};
 use crate::config::Source;
+use crate::listen::Listeners;
 use crate::scoreboard::Scoreboard;
 
 /// A start-up failure with its own exit code (126, 127), reported before
@@ -53,6 +55,10 @@ impl std::error::Error for StartFailure {}
 
 /// Runs the master until a requested shutdown has completed.
 pub fn run(source: Source) -> Result<()> {
+    // Before anything opens a descriptor, and while we are the only thread
+    // reading the environment.
+    let mut listeners =
+        Listeners::from_activation().map_err(|message| StartFailure { code: 2, message })?;
     let config = source.load()?;
     spawn::reserve_status_fd()
         .context("cannot reserve descriptor 3 for the workers' status files")?;
@@ -83,17 +89,39 @@ pub fn run(source: Source) -> Result<()> {
             return Err(e).with_context(|| format!("cannot create {}", path.display()))
         }
     };
+    // Bound once, before any worker starts; nothing is started when one
+    // cannot be.
+    let sockets = match listeners.resolve(&config.listen, shell::bind_options(&config)) {
+        Ok(resolved) => resolved.sockets,
+        Err(e) => {
+            let _ = std::fs::remove_file(board.base_dir().join(master_file::NAME));
+            return Err(StartFailure {
+                code: 2,
+                message: e.to_string(),
+            }
+            .into());
+        }
+    };
     let registrar = board
         .fork_registrar()
         .expect("the master's scoreboard uses process ids");
     let launcher = Launcher::new(registrar, board.base_dir(), nofile)
         .context("cannot open /dev/null for the workers' standard input")?;
-    let mut pool = Pool::new(config, Instant::now());
+    let unlisted: Vec<String> = listeners
+        .inherited()
+        .iter()
+        .filter(|l| !sockets.iter().any(|s| Arc::ptr_eq(s, l)))
+        .map(|l| l.bound.to_string())
+        .collect();
+    let mut pool = Pool::new(config, sockets, Instant::now());
     pool.emit(Event::Starting {
         workers: pool.config().workers,
         command: pool.spec().command_line(),
         board: dir,
     });
+    for addr in unlisted {
+        pool.emit(Event::InheritedUnlisted { addr });
+    }
     let mut shell = Shell::new(
         pool,
         board,
@@ -102,7 +130,11 @@ pub fn run(source: Source) -> Result<()> {
         launcher,
         signals,
         source,
+        listeners,
     );
+    // (A clone that must not live as long as `run`: a socket closes when
+    // the last spec that lists it goes.)
+    shell.said_listening(&shell.pool.spec().sockets.clone());
     shell.apply_effects();
     if let Err(e) = start_first_worker(&mut shell) {
         // The child may have registered on the board before its exec
@@ -123,7 +155,7 @@ pub fn run(source: Source) -> Result<()> {
 /// run fails here, with exit code 127 or 126, before any other worker is
 /// forked. (The loop itself never waits for an exec.)
 fn start_first_worker(shell: &mut Shell) -> Result<()> {
-    let spec = shell.pool.spec().clone();
+    let spec = shell.pool.first_spawn();
     let command = spec.command_line();
     let now = Instant::now();
     let started = match shell.launcher.spawn(0, &spec) {

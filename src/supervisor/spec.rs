@@ -3,26 +3,57 @@
 
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::config::Config;
+use crate::listen::Listener;
 
 /// Everything that makes two workers the same program in the same setting.
-/// (Listening sockets, user and limits will join it.)
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct WorkerSpec {
     /// Program and arguments, as given.
     pub command: Vec<OsString>,
     /// Extra environment variables, over the master's own.
     pub env: Vec<(OsString, OsString)>,
     pub working_directory: Option<PathBuf>,
+    /// The listening sockets, descriptors 3, 4, ... in the worker. The
+    /// master's copy of a socket lives as long as a spec lists it.
+    pub sockets: Vec<Arc<Listener>>,
+    /// Server::Starter's generation (`SERVER_STARTER_GENERATION`): 1 for
+    /// the first spec, one more for each spec rolled out. Not part of what
+    /// makes two specs the same.
+    pub generation: u64,
 }
 
+impl PartialEq for WorkerSpec {
+    fn eq(&self, other: &Self) -> bool {
+        self.command == other.command
+            && self.env == other.env
+            && self.working_directory == other.working_directory
+            && self.sockets.len() == other.sockets.len()
+            && self
+                .sockets
+                .iter()
+                .zip(&other.sockets)
+                .all(|(a, b)| Arc::ptr_eq(a, b))
+    }
+}
+
+impl Eq for WorkerSpec {}
+
 impl WorkerSpec {
+    /// The spec of `config`, with no socket.
     pub fn of(config: &Config) -> WorkerSpec {
+        WorkerSpec::with_sockets(config, Vec::new())
+    }
+
+    pub fn with_sockets(config: &Config, sockets: Vec<Arc<Listener>>) -> WorkerSpec {
         WorkerSpec {
             command: config.command.clone(),
             env: config.env.clone(),
             working_directory: config.working_directory.clone(),
+            sockets,
+            generation: 1,
         }
     }
 
@@ -33,5 +64,11 @@ impl WorkerSpec {
             .map(|a| a.to_string_lossy())
             .collect::<Vec<_>>()
             .join(" ")
+    }
+
+    /// The descriptor of the worker's status file: the first after its
+    /// sockets.
+    pub fn status_fd(&self) -> i32 {
+        3 + self.sockets.len() as i32
     }
 }

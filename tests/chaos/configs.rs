@@ -106,6 +106,11 @@ pub(super) fn config_text(
         ("min_uptime".into(), "\"500ms\"".into()),
         ("backoff_initial".into(), "\"100ms\"".into()),
         ("backoff_max".into(), "\"1s\"".into()),
+        // Ready at exec, as before readiness existed: a worker the chaos
+        // silences at birth is the stuck timeout's, not the start's. Two
+        // at a time, so that rollouts under fire use the surge.
+        ("ready".into(), "\"immediate\"".into()),
+        ("max_surge".into(), "2".into()),
     ];
     if let Some((key, value)) = tweak {
         match keys.iter_mut().find(|(k, _)| k == key) {

@@ -8,6 +8,9 @@
 //! with a fake clock (see `tests.rs`), and the shell's tests check only the
 //! wiring.
 
+mod ready;
+#[cfg(test)]
+mod ready_tests;
 mod rollout;
 mod slots;
 mod stop;
@@ -18,6 +21,7 @@ mod tests;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 pub use self::slots::Exec;
@@ -26,6 +30,7 @@ pub use self::stuck::{Clocks, FileSeen, Observation, Silent};
 use super::events::{Counters, Ended, Event};
 use super::spec::WorkerSpec;
 use crate::config::{self, Config};
+use crate::listen::Listener;
 use rollout::Rollout;
 
 /// How many workers one turn of the loop starts at most: signals and exits
@@ -43,9 +48,9 @@ pub enum Effect {
     /// [`Pool::forked`] (or [`Pool::fork_failed`]) and, once its exec has
     /// said how it went, [`Pool::exec_done`].
     Spawn { slot: usize, spec: Arc<WorkerSpec> },
-    /// SIGTERM to the process group (and SIGCONT, so that a stopped
-    /// process can act on it).
-    Terminate(Pid),
+    /// This signal (a stop signal) to the process group, and SIGCONT, so
+    /// that a stopped process can act on it.
+    Terminate(Pid, Signal),
     /// SIGKILL to the process group.
     Kill(Pid),
     /// SIGTERM (and SIGCONT) to one process: an adopted one, which may lead
@@ -63,7 +68,7 @@ pub enum Phase {
     /// Some slot has not had a running worker yet.
     Starting,
     Running,
-    /// Rolling the workers over to a new spec, one slot at a time.
+    /// Rolling the workers over to a new spec, a few slots at a time.
     Rolling(Rollout),
     Stopping(Stopping),
 }
@@ -93,6 +98,8 @@ pub struct SlotView {
     pub running_since: Option<Instant>,
     pub restarts: u64,
     pub last_end: Option<Ended>,
+    /// Its worker is ready.
+    pub ready: bool,
 }
 
 /// The pool at one moment, for the dump, `prefork status` and metrics.
@@ -102,6 +109,8 @@ pub struct Snapshot {
     pub slots: Vec<SlotView>,
     pub counters: Counters,
     pub began: Instant,
+    /// Where the workers' sockets listen, in descriptor order.
+    pub listen: Vec<String>,
 }
 
 impl Snapshot {
@@ -133,9 +142,10 @@ pub struct Pool {
 }
 
 impl Pool {
-    pub fn new(config: Config, now: Instant) -> Pool {
+    /// A pool of `config`'s workers, given `sockets`.
+    pub fn new(config: Config, sockets: Vec<Arc<Listener>>, now: Instant) -> Pool {
         Pool {
-            spec: Arc::new(WorkerSpec::of(&config)),
+            spec: Arc::new(WorkerSpec::with_sockets(&config, sockets)),
             generation: 0,
             slots: (0..config.workers).map(|_| Slot::new(now)).collect(),
             draining: Vec::new(),
@@ -200,12 +210,19 @@ impl Pool {
             .iter()
             .filter(|s| s.forking || s.worker.as_ref().is_some_and(|w| w.exec == Exec::Pending))
             .count();
-        in_slots + usize::from(self.rollout().and_then(Rollout::target_slot).is_some())
+        in_slots + self.rollout().map_or(0, Rollout::starting)
     }
 
-    /// The slot of worker `pid`, if it is one.
+    /// The slot of worker `pid` (or of the worker a rollout's new worker
+    /// `pid` is to replace), if it is one.
     pub fn slot_of_worker(&self, pid: Pid) -> Option<usize> {
-        self.slot_of(pid)
+        self.slot_of(pid).or_else(|| {
+            let r = self.rollout()?;
+            r.targets()
+                .zip(r.incoming())
+                .find(|(_, w)| w.pid == pid)
+                .map(|(slot, _)| slot)
+        })
     }
 
     /// The workers whose program runs: the ones to watch on the board.
@@ -226,7 +243,10 @@ impl Pool {
             .iter()
             .filter(|d| d.leader_alive)
             .map(|d| d.pgid);
-        let incoming = self.rollout().and_then(Rollout::incoming);
+        let incoming = self
+            .rollout()
+            .into_iter()
+            .flat_map(|r| r.incoming().map(|w| w.pid));
         let orphans = self.orphans.iter().map(|o| o.pid);
         workers.chain(leaders).chain(incoming).chain(orphans)
     }
@@ -252,10 +272,17 @@ impl Pool {
                         .map(|w| w.started),
                     restarts: s.restarts,
                     last_end: s.last_end.clone(),
+                    ready: s.worker.as_ref().is_some_and(|w| w.ready.is_some()),
                 })
                 .collect(),
             counters: self.counters,
             began: self.began,
+            listen: self
+                .spec
+                .sockets
+                .iter()
+                .map(|l| l.bound.to_string())
+                .collect(),
         }
     }
 
@@ -283,11 +310,13 @@ impl Pool {
             .iter()
             .filter(|o| !o.killed)
             .filter_map(|o| o.deadline);
+        let ready = stopping.is_none().then(|| self.readiness_deadline());
         spawns
             .chain(drains)
             .chain(stop)
             .chain(check)
             .chain(orphans)
+            .chain(ready.flatten())
             .min()
     }
 
@@ -295,6 +324,9 @@ impl Pool {
     /// step, the workers to start.
     pub fn tick(&mut self, now: Instant) {
         self.enforce_deadlines(now);
+        if !self.is_stopping() {
+            self.readiness_due(now);
+        }
         self.advance_rollout();
         self.spawn_due(now);
     }
@@ -338,10 +370,12 @@ impl Pool {
         if self.is_stopping() {
             return;
         }
-        let target = self.rollout().and_then(Rollout::target_slot);
+        // A slot whose old worker died while a rollout starts its new one
+        // waits for that one.
+        let targets: Vec<usize> = self.rollout().map_or(Vec::new(), |r| r.targets().collect());
         let room = MAX_STARTING.saturating_sub(self.starting());
         let due: Vec<usize> = (0..self.slots.len())
-            .filter(|&i| self.slots[i].is_due(now) && Some(i) != target)
+            .filter(|&i| self.slots[i].is_due(now) && !targets.contains(&i))
             .take(SPAWN_BATCH.min(room))
             .collect();
         for slot in due {
@@ -351,23 +385,31 @@ impl Pool {
         }
     }
 
+    /// The shell starts slot 0 by itself, before the loop (to fail fast on
+    /// a command that cannot run): the spec to start it with.
+    pub fn first_spawn(&mut self) -> Arc<WorkerSpec> {
+        self.slots[0].forking = true;
+        Arc::clone(&self.spec)
+    }
+
     /// The shell forked the worker asked for `slot`.
     pub fn forked(&mut self, slot: usize, pid: Pid, now: Instant) {
-        if self.rollout_forked(slot, pid) {
+        if self.rollout_forked(slot, pid, now) {
             return;
         }
-        let Some(s) = self.slots.get_mut(slot) else {
-            // The slot went away (SIGTTOU) while it was forked.
-            return self.retire(pid, None, self.config.graceful_timeout, now);
-        };
-        s.forking = false;
-        s.worker = Some(Worker {
-            pid,
-            started: now,
-            generation: self.generation,
-            exec: Exec::Pending,
-            unheld_checks: 0,
-        });
+        let generation = self.generation;
+        match self.slots.get_mut(slot) {
+            Some(s) if s.forking => {
+                s.forking = false;
+                s.worker = Some(Worker::forked(pid, now, generation));
+            }
+            // The slot went away (SIGTTOU), or what asked for it (an
+            // aborted rollout) no longer wants it.
+            _ => {
+                let (signal, timeout) = (self.config.stop_signal, self.config.graceful_timeout);
+                self.retire(pid, None, signal, timeout, now)
+            }
+        }
     }
 
     /// The shell could not fork (or set up) the worker asked for `slot`.
@@ -375,7 +417,7 @@ impl Pool {
         if self.rollout_fork_failed(slot, &error, now) {
             return;
         }
-        let Some(s) = self.slots.get_mut(slot) else {
+        let Some(s) = self.slots.get_mut(slot).filter(|s| s.forking) else {
             return;
         };
         s.forking = false;
@@ -398,7 +440,7 @@ impl Pool {
                 worker.exec = Exec::Done;
                 let restart = s.started(worker);
                 self.emit(Event::Spawned { pid, slot, restart });
-                self.check_started();
+                self.became_ready_if_due(pid, now);
             }
             Err(error) => {
                 // It exits by itself; its exit is a retired one's.
@@ -424,12 +466,9 @@ impl Pool {
         });
     }
 
+    /// Starting ends once every slot has a ready worker.
     fn check_started(&mut self) {
-        let all_running = self
-            .slots
-            .iter()
-            .all(|s| s.worker.as_ref().is_some_and(|w| w.exec == Exec::Done));
-        if matches!(self.phase, Phase::Starting) && all_running {
+        if matches!(self.phase, Phase::Starting) && self.all_ready() {
             self.phase = Phase::Running;
         }
     }
@@ -441,7 +480,11 @@ impl Pool {
     /// A child was reaped. `group_alive`: whether its process group still
     /// has members (what the worker started and left behind).
     pub fn exited(&mut self, pid: Pid, how: Ended, group_alive: bool, now: Instant) {
-        if let Some(slot) = self.slot_of(pid) {
+        if self.rollout_exited(pid, &how, now) {
+            if group_alive {
+                self.drain_leftovers(pid, now);
+            }
+        } else if let Some(slot) = self.slot_of(pid) {
             let s = &mut self.slots[slot];
             let started = s.worker.as_ref().expect("slot_of found it").started;
             let delay = s.ended(how.clone(), now, &self.config.backoff);
@@ -487,7 +530,7 @@ impl Pool {
         self.effects.push(if killed {
             Effect::Kill(pgid)
         } else {
-            Effect::Terminate(pgid)
+            Effect::Terminate(pgid, Signal::SIGTERM)
         });
         self.draining.push(Draining {
             pgid,
@@ -503,12 +546,19 @@ impl Pool {
         self.draining.retain(|d| d.leader_alive || alive(d.pgid));
     }
 
-    /// SIGTERM to a worker's group, SIGKILL after `timeout`.
-    fn retire(&mut self, pid: Pid, slot: Option<usize>, timeout: Duration, now: Instant) {
+    /// `signal` to a worker's group, SIGKILL after `timeout`.
+    fn retire(
+        &mut self,
+        pid: Pid,
+        slot: Option<usize>,
+        signal: Signal,
+        timeout: Duration,
+        now: Instant,
+    ) {
         if let Some(slot) = slot {
-            self.emit(Event::Retiring { pid, slot });
+            self.emit(Event::Retiring { pid, slot, signal });
         }
-        self.effects.push(Effect::Terminate(pid));
+        self.effects.push(Effect::Terminate(pid, signal));
         self.draining.push(Draining {
             pgid: pid,
             leader_alive: true,
@@ -557,7 +607,8 @@ impl Pool {
             let slot = self.slots.pop().expect("more slots than wanted");
             if let Some(pid) = slot.pid() {
                 let index = self.slots.len();
-                self.retire(pid, Some(index), self.config.graceful_timeout, now);
+                let (signal, timeout) = (self.config.stop_signal, self.config.graceful_timeout);
+                self.retire(pid, Some(index), signal, timeout, now);
             }
         }
     }

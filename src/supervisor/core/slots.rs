@@ -28,6 +28,23 @@ pub struct Worker {
     pub exec: Exec,
     /// Checks in a row that found no lock held on its status file.
     pub unheld_checks: u32,
+    /// Since when it is ready (see [`crate::config::Ready`]); `None` while
+    /// it starts.
+    pub ready: Option<Instant>,
+}
+
+impl Worker {
+    /// A worker just forked.
+    pub fn forked(pid: Pid, now: Instant, generation: u64) -> Worker {
+        Worker {
+            pid,
+            started: now,
+            generation,
+            exec: Exec::Pending,
+            unheld_checks: 0,
+            ready: None,
+        }
+    }
 }
 
 /// One of the N places a worker runs in. A replacement takes the slot (and
@@ -87,7 +104,8 @@ impl Slot {
             .worker
             .take()
             .map_or(Duration::ZERO, |w| now.duration_since(w.started));
-        let quick = how == Ended::SpawnFailed || uptime < backoff.min_uptime;
+        let quick =
+            matches!(how, Ended::SpawnFailed | Ended::NotReady) || uptime < backoff.min_uptime;
         self.failures = if quick {
             self.failures.saturating_add(1)
         } else {

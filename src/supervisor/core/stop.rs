@@ -21,17 +21,18 @@ impl Pool {
             }
             return;
         }
-        let timeout = self.config.graceful_timeout;
+        let (timeout, signal) = (self.config.graceful_timeout, self.config.stop_signal);
         self.emit(Event::StopGraceful {
             workers: self.live_workers(),
             timeout,
+            signal,
         });
         self.enter_stopping(Stopping {
             deadline: now + timeout,
             killed: false,
         });
         for pgid in self.all_groups() {
-            self.effects.push(Effect::Terminate(pgid));
+            self.effects.push(Effect::Terminate(pgid, signal));
         }
         for orphan in &mut self.orphans {
             if orphan.deadline.is_none() {
@@ -64,17 +65,16 @@ impl Pool {
 
     fn enter_stopping(&mut self, stopping: Stopping) {
         let previous = std::mem::replace(&mut self.phase, Phase::Stopping(stopping));
-        // A worker a rollout was starting is stopped with the others.
-        if let Some(pid) = match &previous {
-            Phase::Rolling(r) => r.incoming(),
-            _ => None,
-        } {
-            self.draining.push(Draining {
-                pgid: pid,
-                leader_alive: true,
-                deadline: stopping.deadline,
-                killed: stopping.killed,
-            });
+        // The workers a rollout was starting are stopped with the others.
+        if let Phase::Rolling(r) = &previous {
+            for worker in r.incoming() {
+                self.draining.push(Draining {
+                    pgid: worker.pid,
+                    leader_alive: true,
+                    deadline: stopping.deadline,
+                    killed: stopping.killed,
+                });
+            }
         }
         for slot in &mut self.slots {
             slot.forking = false;

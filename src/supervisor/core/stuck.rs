@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant, SystemTime};
 
+use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
 use super::Pool;
@@ -97,16 +98,25 @@ impl Pool {
             } else {
                 worker.unheld_checks.saturating_add(1)
             };
+            let ready = worker.ready;
             if worker.unheld_checks == 2 {
                 let pid = observation.pid;
                 self.emit(Event::Unheld { pid, slot });
             }
-            let (Some(file), Some(timeout), true) =
-                (observation.file, self.config.timeout, judging)
+            // A worker not ready yet is the start timeout's to judge.
+            let (Some(file), Some(timeout), true, Some(ready)) =
+                (observation.file, self.config.timeout, judging, ready)
             else {
                 continue;
             };
-            let quiet = clocks.wall.duration_since(file.updated).unwrap_or_default();
+            // The stuck timeout counts from readiness: a slow boot is not
+            // silence.
+            let since_ready = clocks.mono.saturating_duration_since(ready);
+            let quiet = clocks
+                .wall
+                .duration_since(file.updated)
+                .unwrap_or_default()
+                .min(since_ready);
             if quiet > timeout {
                 silent.push(Silent {
                     pid: observation.pid,
@@ -143,6 +153,7 @@ impl Pool {
             last: shown,
         });
         self.slots[slot].ended(end, now, &self.config.backoff);
-        self.retire(stuck.pid, None, self.config.kill_timeout, now);
+        let kill_timeout = self.config.kill_timeout;
+        self.retire(stuck.pid, None, Signal::SIGTERM, kill_timeout, now);
     }
 }

@@ -11,32 +11,38 @@ use super::*;
 use crate::config::Config;
 use crate::supervisor::events::LastStatus;
 
-fn config(workers: usize, command: &str) -> Config {
+pub(super) fn config(workers: usize, command: &str) -> Config {
     Config {
         command: vec![OsString::from(command)],
         workers,
         timeout: Some(Duration::from_secs(5)),
         // Out of the way of the deadlines under test.
         check_interval: Duration::from_secs(3600),
+        // Readiness has tests of its own.
+        ready: crate::config::Ready::Immediate,
         ..Config::default()
     }
 }
 
 /// The shell's part, faked: hands out pids, remembers what was asked.
-struct Harness {
-    pool: Pool,
-    now: Instant,
+pub(super) struct Harness {
+    pub(super) pool: Pool,
+    pub(super) now: Instant,
     next_pid: i32,
-    log: Vec<Event>,
-    terminated: Vec<Pid>,
-    killed: Vec<Pid>,
+    pub(super) log: Vec<Event>,
+    pub(super) terminated: Vec<Pid>,
+    pub(super) killed: Vec<Pid>,
 }
 
 impl Harness {
-    fn new(workers: usize) -> Harness {
+    pub(super) fn new(workers: usize) -> Harness {
+        Harness::with(config(workers, "./worker"))
+    }
+
+    pub(super) fn with(config: Config) -> Harness {
         let now = Instant::now();
         Harness {
-            pool: Pool::new(config(workers, "./worker"), now),
+            pool: Pool::new(config, Vec::new(), now),
             now,
             next_pid: 100,
             log: Vec::new(),
@@ -45,17 +51,17 @@ impl Harness {
         }
     }
 
-    fn advance(&mut self, by: Duration) {
+    pub(super) fn advance(&mut self, by: Duration) {
         self.now += by;
     }
 
     /// Ticks, and forks what is asked: returns the new pids (exec pending).
-    fn tick(&mut self) -> Vec<(usize, Pid, Arc<WorkerSpec>)> {
+    pub(super) fn tick(&mut self) -> Vec<(usize, Pid, Arc<WorkerSpec>)> {
         self.pool.tick(self.now);
         self.run_effects()
     }
 
-    fn run_effects(&mut self) -> Vec<(usize, Pid, Arc<WorkerSpec>)> {
+    pub(super) fn run_effects(&mut self) -> Vec<(usize, Pid, Arc<WorkerSpec>)> {
         let mut forked = Vec::new();
         loop {
             let effects = self.pool.take_effects();
@@ -70,7 +76,7 @@ impl Harness {
                         self.pool.forked(slot, pid, self.now);
                         forked.push((slot, pid, spec));
                     }
-                    Effect::Terminate(pid) | Effect::TerminateProcess(pid) => {
+                    Effect::Terminate(pid, _) | Effect::TerminateProcess(pid) => {
                         self.terminated.push(pid)
                     }
                     Effect::Kill(pid) | Effect::KillProcess(pid) => self.killed.push(pid),
@@ -80,13 +86,13 @@ impl Harness {
         }
     }
 
-    fn exec_ok(&mut self, pid: Pid) {
+    pub(super) fn exec_ok(&mut self, pid: Pid) {
         self.pool.exec_done(pid, Ok(()), self.now);
         self.run_effects();
     }
 
     /// Starts every due worker, their execs succeeding.
-    fn start_all(&mut self) -> Vec<Pid> {
+    pub(super) fn start_all(&mut self) -> Vec<Pid> {
         let forked = self.tick();
         for (_, pid, _) in &forked {
             self.exec_ok(*pid);
@@ -94,13 +100,13 @@ impl Harness {
         forked.into_iter().map(|(_, pid, _)| pid).collect()
     }
 
-    fn exit(&mut self, pid: Pid, how: Ended) {
+    pub(super) fn exit(&mut self, pid: Pid, how: Ended) {
         self.pool.exited(pid, how, false, self.now);
         self.pool.forget_empty_groups(|_| false);
         self.run_effects();
     }
 
-    fn logged(&self, what: impl Fn(&Event) -> bool) -> usize {
+    pub(super) fn logged(&self, what: impl Fn(&Event) -> bool) -> usize {
         self.log.iter().filter(|e| what(e)).count()
     }
 }
@@ -187,10 +193,10 @@ fn an_exec_failure_is_a_failed_start_with_backoff() {
     assert_eq!(h.pool.snapshot().counters.spawn_failures, 1);
 }
 
-fn reconfigured(h: &mut Harness, command: &str) {
+pub(super) fn reconfigured(h: &mut Harness, command: &str) {
     let mut new = config(h.pool.slots.len(), command);
     new.timeout = h.pool.config.timeout;
-    h.pool.reconfigure(new, false, h.now);
+    h.pool.reconfigure(new, Vec::new(), false, h.now);
     h.run_effects();
 }
 
@@ -291,9 +297,9 @@ fn a_silent_worker_is_judged_stuck_unless_the_clocks_drifted() {
     };
     let clocks = |mono: Instant, wall: SystemTime| Clocks { mono, wall };
     assert!(h.pool.judge(clocks(h.now, wall), &seen(wall)).is_empty());
-    // One second later by both clocks, silent for 6 s by the file: stuck.
-    h.advance(Duration::from_secs(1));
-    let wall = wall + Duration::from_secs(1);
+    // Six seconds later by both clocks, silent for 6 s by the file: stuck.
+    h.advance(Duration::from_secs(6));
+    let wall = wall + Duration::from_secs(6);
     let silent = h
         .pool
         .judge(clocks(h.now, wall), &seen(wall - Duration::from_secs(6)));
@@ -405,7 +411,7 @@ fn with_kill_orphans_an_adopted_process_is_stopped_at_once() {
     let mut h = Harness::new(1);
     let mut config = config(1, "./worker");
     config.kill_orphans = true;
-    h.pool = Pool::new(config, h.now);
+    h.pool = Pool::new(config, Vec::new(), h.now);
     h.start_all();
     let escaped = Pid::from_raw(999);
     h.pool.adopted(escaped, "sleep 1000".into(), h.now);

@@ -139,3 +139,28 @@ impl Shell {
         }
     }
 }
+
+impl Shell {
+    /// Tells the pool which of the workers it awaits a first status write
+    /// from have written one: one `fstat` of each file kept open.
+    pub(super) fn look_for_reports(&mut self) {
+        let awaited = self.pool.awaiting_report();
+        if awaited.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        for pid in awaited {
+            let mut state = self.files.get(&pid).and_then(|f| f.state().ok());
+            if state.is_none_or(|s| !s.linked) {
+                // Replaced by the worker (Parallel::Scoreboard makes its own).
+                if let Ok(file) = self.board.watch(&pid.to_string()) {
+                    state = file.state().ok();
+                    self.files.insert(pid, file);
+                }
+            }
+            if state.is_some_and(|s| s.written) {
+                self.pool.reported(pid, now);
+            }
+        }
+    }
+}

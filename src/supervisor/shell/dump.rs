@@ -76,7 +76,7 @@ impl Shell {
             PhaseName::Reloading => "reloading",
             PhaseName::Stopping => "stopping",
         };
-        let header = format!(
+        let mut header = format!(
             "prefork master pid={} workers={}/{} phase={phase} uptime={:.0}s restarts={} \
              output_dropped={} scoreboard={}",
             std::process::id(),
@@ -87,6 +87,9 @@ impl Shell {
             snapshot.counters.output_dropped,
             self.board.base_dir().display()
         );
+        if !snapshot.listen.is_empty() {
+            header += &format!(" listen={}", snapshot.listen.join(","));
+        }
         let table = render::table(&header, &rows, render::Columns::Supervisor);
         for line in table.split_inclusive('\n') {
             self.stdout.push(line.as_bytes());

@@ -15,6 +15,7 @@ mod dump;
 
 use std::collections::HashMap;
 use std::os::fd::{BorrowedFd, RawFd};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::errno::Errno;
@@ -28,8 +29,9 @@ use super::events::{Ended, Event};
 use super::master_file::{self, MasterFile};
 use super::signals::{Request, Signals};
 use super::sinks::{self, Sink, BOARD_CAPACITY};
-use super::spawn::{ExecWatch, Launcher, SpawnError};
-use crate::config::Source;
+use super::spawn::{ExecWatch, Launcher, SpawnError, STATUS_FD};
+use crate::config::{Config, Source};
+use crate::listen::{default_backlog, BindOptions, Listener, Listeners};
 use crate::scoreboard::{Scoreboard, WatchedFile};
 
 pub struct Shell {
@@ -43,6 +45,8 @@ pub struct Shell {
     pub(super) signals: Signals,
     /// Where the configuration came from, for SIGHUP.
     pub(super) source: Source,
+    /// The listening sockets, kept across reloads.
+    pub(super) listeners: Listeners,
     /// The status files of our workers (and of retired ones until they
     /// are reaped), kept open for the checks.
     pub(super) files: HashMap<Pid, WatchedFile>,
@@ -62,7 +66,23 @@ pub struct Shell {
 /// exits rewrites the master file once, not once per event.
 const PUBLISH_EVERY: Duration = Duration::from_millis(100);
 
+/// How often the files of workers whose readiness is their first status
+/// write are looked at (one `fstat` each), while any is awaited.
+const READY_POLL: Duration = Duration::from_millis(10);
+
+/// How new listening sockets are made, by `config`.
+pub(super) fn bind_options(config: &Config) -> BindOptions {
+    BindOptions {
+        backlog: config
+            .backlog
+            .map_or_else(default_backlog, |n| n.min(i32::MAX as u32) as i32),
+        mode: config.socket_mode,
+    }
+}
+
 impl Shell {
+    // Each argument is a resource the shell takes over, made by `run`.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
         pool: Pool,
         board: Scoreboard,
@@ -71,6 +91,7 @@ impl Shell {
         launcher: Launcher,
         signals: Signals,
         source: Source,
+        listeners: Listeners,
     ) -> Shell {
         Shell {
             pool,
@@ -80,6 +101,7 @@ impl Shell {
             launcher,
             signals,
             source,
+            listeners,
             files: HashMap::new(),
             starting: Vec::new(),
             stdout: Sink::open(1, "standard output", BOARD_CAPACITY),
@@ -116,6 +138,7 @@ impl Shell {
             if child_exited {
                 self.reap();
             }
+            self.look_for_reports();
             if self.pool.check_due(Instant::now()) {
                 self.check_board();
             }
@@ -155,7 +178,7 @@ impl Shell {
                             Err(e) => self.pool.fork_failed(slot, e.to_string(), now),
                         }
                     }
-                    Effect::Terminate(pgid) => terminate_group(pgid),
+                    Effect::Terminate(pgid, signal) => terminate_group(pgid, signal),
                     Effect::Kill(pgid) => drop(killpg(pgid, Signal::SIGKILL)),
                     Effect::TerminateProcess(pid) => {
                         let _ = kill(pid, Signal::SIGTERM);
@@ -173,10 +196,13 @@ impl Shell {
     /// exec pipes that became readable.
     fn wait_for_events(&mut self) -> Vec<RawFd> {
         let publish = self.unpublished.then(|| self.published + PUBLISH_EVERY);
-        let deadline = match (self.pool.next_deadline(), publish) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        // A worker's first status write is not an event we can wait on:
+        // while one is awaited, its file is looked at every READY_POLL.
+        let report = (!self.pool.awaiting_report().is_empty()).then(|| Instant::now() + READY_POLL);
+        let deadline = [self.pool.next_deadline(), publish, report]
+            .into_iter()
+            .flatten()
+            .min();
         let timeout = match deadline {
             None => PollTimeout::NONE,
             Some(at) => {
@@ -287,12 +313,36 @@ impl Shell {
         if self.pool.is_stopping() {
             return;
         }
-        match self.source.load() {
-            Ok(config) => {
-                let roll_anyway = self.source.file.is_none();
-                self.pool.reconfigure(config, roll_anyway, now);
+        let config = match self.source.load() {
+            Ok(config) => config,
+            Err(e) => return self.pool.reload_failed(e.to_string()),
+        };
+        // New addresses are bound before anything changes: one that
+        // cannot be bound leaves everything as it was.
+        let resolved = match self
+            .listeners
+            .resolve(&config.listen, bind_options(&config))
+        {
+            Ok(resolved) => resolved,
+            Err(e) => return self.pool.reload_failed(e.to_string()),
+        };
+        let roll_anyway = self.source.file.is_none();
+        self.pool
+            .reconfigure(config, resolved.sockets, roll_anyway, now);
+        self.said_listening(&resolved.new);
+    }
+
+    /// Says where each of `sockets`, now in the current spec, listens.
+    pub(super) fn said_listening(&mut self, sockets: &[Arc<Listener>]) {
+        let spec = Arc::clone(self.pool.spec());
+        for (fd, socket) in (STATUS_FD..).zip(&spec.sockets) {
+            if sockets.iter().any(|s| Arc::ptr_eq(s, socket)) {
+                self.pool.emit(Event::Listening {
+                    addr: socket.bound.to_string(),
+                    fd,
+                    inherited: socket.inherited,
+                });
             }
-            Err(e) => self.pool.reload_failed(e.to_string()),
         }
     }
 
@@ -383,9 +433,9 @@ fn flush_at_exit(sink: &mut Sink, patience: Duration) {
     }
 }
 
-/// SIGTERM to a process group, then SIGCONT: a stopped process (SIGSTOP, a
-/// debugger let go) cannot act on SIGTERM until it runs again.
-fn terminate_group(pgid: Pid) {
-    let _ = killpg(pgid, Signal::SIGTERM);
+/// A stop signal to a process group, then SIGCONT: a stopped process
+/// (SIGSTOP, a debugger let go) cannot act on it until it runs again.
+fn terminate_group(pgid: Pid, signal: Signal) {
+    let _ = killpg(pgid, signal);
     let _ = killpg(pgid, Signal::SIGCONT);
 }

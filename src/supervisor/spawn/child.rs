@@ -5,7 +5,7 @@ use std::os::fd::RawFd;
 
 use nix::unistd::Pid;
 
-use super::{Stage, REPORT_LEN, STATUS_FD};
+use super::{Stage, LISTEN_PID_PREFIX, REPORT_LEN, STATUS_FD};
 use crate::scoreboard::ForkRegistrar;
 
 /// What the child runs on: raw pointers into data the parent keeps alive
@@ -17,9 +17,16 @@ pub(super) struct Child {
     pub(super) envp: *const *const libc::c_char,
     pub(super) working_directory: Option<*const libc::c_char>,
     pub(super) registrar: ForkRegistrar,
+    /// The master's listening sockets, `socket_count` of them, for
+    /// descriptors 3, 4, ...; the child overwrites the array with the
+    /// numbers it moved them to.
+    pub(super) sockets: *mut RawFd,
+    pub(super) socket_count: usize,
+    /// `LISTEN_PID=` and room for digits and a NUL: 32 bytes.
+    pub(super) listen_pid: *mut u8,
     pub(super) nofile: Option<libc::rlimit>,
     pub(super) devnull: RawFd,
-    pub(super) report: RawFd,
+    pub(super) report: std::cell::Cell<RawFd>,
     pub(super) master_pid: libc::pid_t,
 }
 
@@ -53,20 +60,46 @@ impl Child {
                 default_disposition(sig);
             }
         }
+        // The worker gets its sockets at 3.. and its status file after
+        // them. What must survive that placing (the report pipe, the
+        // sockets themselves) moves above, first.
+        let status_fd = STATUS_FD + self.socket_count as i32;
+        let above = status_fd + 1;
+        let report = libc::fcntl(self.report.get(), libc::F_DUPFD_CLOEXEC, above);
+        if report < 0 {
+            self.fail(Stage::Setup, errno());
+        }
+        self.report.set(report);
+        let sockets = std::slice::from_raw_parts_mut(self.sockets, self.socket_count);
+        for fd in sockets.iter_mut() {
+            *fd = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, above);
+            if *fd < 0 {
+                self.fail(Stage::Setup, errno());
+            }
+        }
         // A background group reading the terminal would be stopped by
         // SIGTTIN: no stdin.
         if libc::dup2(self.devnull, 0) < 0 {
             self.fail(Stage::Stdin, errno());
         }
-        if let Err(e) = self.registrar.register(STATUS_FD) {
+        if let Err(e) = self.registrar.register(status_fd) {
             self.fail(Stage::Register, e);
+        }
+        // dup2 leaves the copy without close-on-exec: it stays for exec.
+        for (target, fd) in (STATUS_FD..).zip(sockets.iter()) {
+            if libc::dup2(*fd, target) < 0 {
+                self.fail(Stage::Setup, errno());
+            }
+        }
+        if self.socket_count > 0 {
+            write_pid(self.listen_pid, libc::getpid());
         }
         if let Some(dir) = self.working_directory {
             if libc::chdir(dir) < 0 {
                 self.fail(Stage::Chdir, errno());
             }
         }
-        cloexec_above(STATUS_FD);
+        cloexec_above(status_fd);
         // The descriptor limit the master was started with: a worker
         // written for it (select(), say) must not get the master's raised
         // one. Last: until exec closes them, the child holds the master's
@@ -90,9 +123,34 @@ impl Child {
         report[..4].copy_from_slice(&(stage as u32).to_ne_bytes());
         report[4..].copy_from_slice(&errno.to_ne_bytes());
         // A pipe takes 8 bytes at once; if the master is gone, nobody cares.
-        libc::write(self.report, report.as_ptr().cast(), REPORT_LEN);
+        libc::write(self.report.get(), report.as_ptr().cast(), REPORT_LEN);
         libc::_exit(127)
     }
+}
+
+/// Writes `pid`'s digits and a NUL after `LISTEN_PID=` in `buf` (32 bytes):
+/// no allocation, no formatting machinery.
+///
+/// # Safety
+/// `buf` points to 32 writable bytes.
+unsafe fn write_pid(buf: *mut u8, pid: libc::pid_t) {
+    let mut digits = [0u8; 12];
+    let mut n = pid.unsigned_abs();
+    let mut count = 0;
+    loop {
+        digits[count] = b'0' + (n % 10) as u8;
+        count += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let mut at = LISTEN_PID_PREFIX.len();
+    for i in (0..count).rev() {
+        *buf.add(at) = digits[i];
+        at += 1;
+    }
+    *buf.add(at) = 0;
 }
 
 /// This thread's errno: a read of a thread-local, safe after fork.

@@ -13,10 +13,15 @@
 //! - `prctl(PR_SET_PDEATHSIG)` and `getppid`: die with the master;
 //! - `sigprocmask`, and `rt_sigaction` as a raw system call: an empty mask
 //!   and default dispositions (`child.rs` says why raw);
+//! - `fcntl(F_DUPFD_CLOEXEC)`: the exec-status pipe and the listening
+//!   sockets moved above the descriptors the worker gets, so that placing
+//!   one cannot overwrite another;
 //! - `dup2`: `/dev/null` as standard input;
 //! - [`ForkRegistrar::register`]: `getpid`, `openat`, `flock`, `renameat`,
 //!   `dup2`/`fcntl`, `close`, with names formatted on the stack: its status
-//!   file, locked, as descriptor [`STATUS_FD`];
+//!   file, locked, as the descriptor after its sockets;
+//! - `dup2`: each listening socket onto 3, 4, ...; `getpid`, its digits
+//!   written into `LISTEN_PID`'s buffer, allocated before the fork;
 //! - `chdir`, `close_range` (or `fcntl` on each descriptor);
 //! - `setrlimit`: the descriptor limit the master was started with;
 //! - `execve` (and `execve` of `/bin/sh` for a script without `#!`, as
@@ -45,11 +50,13 @@ pub use program::preflight;
 use program::{explain_exec, path_of, resolve};
 
 use super::spec::WorkerSpec;
+use crate::listen::ACTIVATION_VARS;
 use crate::scoreboard::{ForkRegistrar, DIR_VAR, STATUS_FD_VAR};
 
-/// The descriptor number of a worker's own status file. The master keeps
-/// this number occupied (see [`reserve_status_fd`]) so that none of its own
-/// descriptors (an exec pipe) can be given it and then clobbered by `dup2`.
+/// The first descriptor a worker is given: its first listening socket, or
+/// its status file when it has none. The master keeps this number occupied
+/// (see [`reserve_status_fd`]), so that its own descriptors stay out of
+/// the way of the common case.
 pub const STATUS_FD: i32 = 3;
 
 /// The step of the child's set-up that failed, as the report says.
@@ -188,9 +195,11 @@ struct Prepared {
     /// `/bin/sh PATH ARGS...`, for a file without `#!` that the kernel
     /// refuses (ENOEXEC): what execvp, and so a shell, does with it.
     sh_argv: Vec<CString>,
-    /// The environment but for the slot's variable.
+    /// The environment but for the slot's variable and `LISTEN_PID`.
     env: Vec<CString>,
     working_directory: Option<CString>,
+    /// The master's listening sockets, in the order the worker gets them.
+    sockets: Vec<RawFd>,
 }
 
 /// The variable naming the running prefork binary, for workers that call
@@ -246,13 +255,20 @@ impl Launcher {
         }
         let prepared = self.prepared.as_ref().expect("prepared above");
         let slot_var = CString::new(format!("PREFORK_WORKER_SLOT={slot}")).expect("no NUL");
+        // `LISTEN_PID=` and room for the digits the child writes there: its
+        // pid is known only after the fork.
+        let mut listen_pid = [0u8; 32];
+        listen_pid[..LISTEN_PID_PREFIX.len()].copy_from_slice(LISTEN_PID_PREFIX);
+        let mut sockets = prepared.sockets.clone();
         let argv = pointers(&prepared.argv);
         let sh_argv = pointers(&prepared.sh_argv);
+        let listen_pid_var = (!sockets.is_empty()).then_some(listen_pid.as_ptr().cast());
         let envp: Vec<*const libc::c_char> = prepared
             .env
             .iter()
             .chain([&slot_var])
             .map(|c| c.as_ptr())
+            .chain(listen_pid_var)
             .chain([std::ptr::null()])
             .collect();
         let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
@@ -264,9 +280,12 @@ impl Launcher {
             envp: envp.as_ptr(),
             working_directory: prepared.working_directory.as_ref().map(|d| d.as_ptr()),
             registrar: self.registrar,
+            sockets: sockets.as_mut_ptr(),
+            socket_count: sockets.len(),
+            listen_pid: listen_pid.as_mut_ptr(),
             nofile: self.nofile,
             devnull: self.devnull.as_raw_fd(),
-            report: write.as_raw_fd(),
+            report: std::cell::Cell::new(write.as_raw_fd()),
             master_pid: self.master_pid,
         };
         // SAFETY: the master is single-threaded, so the child is a copy of
@@ -275,8 +294,9 @@ impl Launcher {
         // never returns.
         match unsafe { nix::unistd::fork() } {
             // SAFETY: in the child of that fork; every pointer in `child`
-            // points into `prepared`, `argv`, `envp` and `slot_var`, alive
-            // in the child's copy of the address space.
+            // points into `prepared`, `argv`, `envp`, `slot_var`, `sockets`
+            // and `listen_pid`, alive in the child's copy of the address
+            // space (the last two are written there, in the child's copy).
             Ok(nix::unistd::ForkResult::Child) => unsafe { child.run() },
             Ok(nix::unistd::ForkResult::Parent { child: pid }) => {
                 // Also from here: the master may signal the group before the
@@ -315,13 +335,20 @@ impl Launcher {
             .map(|arg| cstring("an argument of the command", arg.as_bytes().to_vec()))
             .collect::<Result<_, _>>()?;
         let mut env: std::collections::BTreeMap<OsString, OsString> = std::env::vars_os().collect();
+        // Variables about sockets that someone handed us are not the
+        // worker's: it gets ours, or none.
+        for var in ACTIVATION_VARS.iter().chain(&SERVER_STARTER_VARS) {
+            env.remove(OsStr::new(var));
+        }
         env.extend(spec.env.iter().cloned());
         let ours = [
             (DIR_VAR, self.board_dir.clone().into_os_string()),
-            (STATUS_FD_VAR, STATUS_FD.to_string().into()),
+            (STATUS_FD_VAR, spec.status_fd().to_string().into()),
             ("PREFORK_MASTER_PID", self.master_pid.to_string().into()),
         ];
         env.extend(ours.into_iter().map(|(k, v)| (k.into(), v)));
+        env.extend(socket_vars(spec));
+        env.remove(OsStr::new("LISTEN_PID"));
         // `prefork report` works in a worker without any PATH set-up: our
         // own directory goes last, so it never shadows the worker's choice.
         if let Ok(exe) = std::env::current_exe() {
@@ -361,8 +388,39 @@ impl Launcher {
             sh_argv,
             env,
             working_directory,
+            sockets: spec.sockets.iter().map(|l| l.fd()).collect(),
         })
     }
+}
+
+const LISTEN_PID_PREFIX: &[u8] = b"LISTEN_PID=";
+
+/// Server::Starter's variables, which Perl servers (Starman through
+/// Net::Server::SS::PreFork, Starlet) read.
+const SERVER_STARTER_VARS: [&str; 2] = ["SERVER_STARTER_PORT", "SERVER_STARTER_GENERATION"];
+
+/// The variables that describe a worker's sockets, in systemd's terms and
+/// Server::Starter's (`LISTEN_PID` is the child's own, written after fork).
+fn socket_vars(spec: &WorkerSpec) -> Vec<(OsString, OsString)> {
+    if spec.sockets.is_empty() {
+        return Vec::new();
+    }
+    let names: Vec<&str> = spec.sockets.iter().map(|l| l.name.as_str()).collect();
+    let ports: Vec<String> = spec
+        .sockets
+        .iter()
+        .zip(STATUS_FD..)
+        .map(|(l, fd)| format!("{}={fd}", l.bound.server_starter_form()))
+        .collect();
+    [
+        ("LISTEN_FDS", spec.sockets.len().to_string()),
+        ("LISTEN_FDNAMES", names.join(":")),
+        ("SERVER_STARTER_PORT", ports.join(";")),
+        ("SERVER_STARTER_GENERATION", spec.generation.to_string()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.into(), v.into()))
+    .collect()
 }
 
 fn argv_tail(argv: &[CString]) -> impl Iterator<Item = CString> + '_ {
