@@ -171,6 +171,9 @@ struct Setup {
     /// The processes under the root once all are running.
     procs: usize,
     done: Done,
+    /// Whether to give it a board of its own in `PREFORK_SCOREBOARD_DIR`:
+    /// the Rust worker, out of prefork, makes its own status file there.
+    board: bool,
 }
 
 fn setups(s: &Settings) -> Vec<Result<Setup, (&'static str, String)>> {
@@ -225,6 +228,7 @@ fn setups(s: &Settings) -> Vec<Result<Setup, (&'static str, String)>> {
                 command: prefork_with("report", "TERM", vec![w]),
                 procs: s.workers,
                 done: Done::LogLine,
+                board: false,
             }),
     );
     all.push(
@@ -243,6 +247,7 @@ fn setups(s: &Settings) -> Vec<Result<Setup, (&'static str, String)>> {
                 command: strings(&["start_server", "--port", ADDR, "--", &w]),
                 procs: 1,
                 done: Done::Pids,
+                board: true,
             }),
     );
     all.push(need("prefork-gunicorn", "gunicorn", "gunicorn").map(|()| {
@@ -255,6 +260,7 @@ fn setups(s: &Settings) -> Vec<Result<Setup, (&'static str, String)>> {
             command: prefork_with("1s", "TERM", gunicorn),
             procs: 2 * s.workers,
             done: Done::LogLine,
+            board: false,
         }
     }));
     all.push(need("gunicorn", "gunicorn", "gunicorn").map(|()| {
@@ -266,6 +272,7 @@ fn setups(s: &Settings) -> Vec<Result<Setup, (&'static str, String)>> {
             command,
             procs: s.workers,
             done: Done::Pids,
+            board: false,
         }
     }));
     let has_starman = || {
@@ -283,6 +290,7 @@ fn setups(s: &Settings) -> Vec<Result<Setup, (&'static str, String)>> {
         command: prefork_with("1s", "QUIT", starman("1")),
         procs: 2 * s.workers,
         done: Done::LogLine,
+        board: false,
     }));
     all.push(
         has_starman()
@@ -309,6 +317,7 @@ fn setups(s: &Settings) -> Vec<Result<Setup, (&'static str, String)>> {
                     command,
                     procs: 1 + s.workers,
                     done: Done::Pids,
+                    board: false,
                 }
             }),
     );
@@ -491,7 +500,7 @@ fn run(s: &Settings, setup: &Setup, index: usize) -> Result<(String, String), St
         })
         .collect();
     eprintln!("  {}", command.join(" "));
-    let mut server = Server::start(&command, index)?;
+    let mut server = Server::start(&command, setup.board, index)?;
     let addr = match addr {
         Some(addr) => addr,
         None => server.listening_on(Duration::from_secs(30))?,
@@ -603,7 +612,7 @@ struct Server {
 }
 
 impl Server {
-    fn start(command: &[String], index: usize) -> Result<Server, String> {
+    fn start(command: &[String], board: bool, index: usize) -> Result<Server, String> {
         let dir = tempfile::Builder::new()
             .prefix("prefork-reload-bench-")
             .tempdir()
@@ -621,6 +630,11 @@ impl Server {
             .stdout(log_file.try_clone().map_err(|e| e.to_string())?)
             .stderr(log_file)
             .process_group(0);
+        if board {
+            let board = dir.path().join("board");
+            fs::create_dir(&board).map_err(|e| format!("{}: {e}", board.display()))?;
+            cmd.env("PREFORK_SCOREBOARD_DIR", board);
+        }
         // SAFETY: prctl is async-signal-safe. The root dies with this
         // process, even one killed by SIGKILL.
         unsafe {
