@@ -41,7 +41,8 @@
 //! thread, 200; 0 for as fast as answers come), `PREFORK_RELOAD_THREADS`
 //! (`fresh,keepalive`, `2,2`), `PREFORK_RELOAD_TIMEOUT_SECS` (30, for one
 //! reload), `PREFORK_BENCH_BIN` (the prefork binary),
-//! `PREFORK_RELOAD_WORKER` (the Rust worker). The whole run takes about
+//! `PREFORK_RELOAD_WORKER` (the Rust worker), `PREFORK_RELOAD_PREFORK_ARGS`
+//! (more options for prefork, such as `--max-surge 8`). The whole run takes about
 //! two minutes with the defaults.
 //!
 //! Every server runs in its own process group, with `PR_SET_PDEATHSIG`, and
@@ -200,6 +201,7 @@ fn setups(s: &Settings) -> Vec<Result<Setup, (&'static str, String)>> {
             &psgi,
         ])
     };
+    let extra = env_string("PREFORK_RELOAD_PREFORK_ARGS", "");
     let prefork_with = |ready: &str, stop: &str, worker: Vec<String>| -> Vec<String> {
         let mut cmd = strings(&[
             &prefork(),
@@ -211,8 +213,9 @@ fn setups(s: &Settings) -> Vec<Result<Setup, (&'static str, String)>> {
             ready,
             "--stop-signal",
             stop,
-            "--",
         ]);
+        cmd.extend(extra.split_whitespace().map(str::to_string));
+        cmd.push("--".into());
         cmd.extend(worker);
         cmd
     };
@@ -275,25 +278,26 @@ fn setups(s: &Settings) -> Vec<Result<Setup, (&'static str, String)>> {
             board: false,
         }
     }));
-    let has_starman = || {
-        need("starman", "plackup", "starman")?;
+    let has_starman = |setup| {
+        need(setup, "plackup", "starman")?;
         need_perl(
-            "starman",
+            setup,
             "Net::Server::SS::PreFork",
             "libnet-server-ss-prefork-perl",
         )
     };
-    all.push(has_starman().map(|()| Setup {
+    all.push(has_starman("prefork-starman").map(|()| Setup {
         name: "prefork-starman",
         what: format!("prefork, {n} × Starman --workers 1 (ready: 1s)"),
-        // Starman's graceful stop is QUIT.
+        // Starman's graceful stop is QUIT (see tests/third_party.rs on
+        // what it does to the workers of Starman's own).
         command: prefork_with("1s", "QUIT", starman("1")),
         procs: 2 * s.workers,
         done: Done::LogLine,
         board: false,
     }));
     all.push(
-        has_starman()
+        has_starman("start_server-starman")
             .and_then(|()| {
                 need(
                     "start_server-starman",
@@ -461,6 +465,9 @@ fn header(s: &Settings) {
         s.reloads,
         s.workers,
         s.gap.as_secs_f64()
+    );
+    println!(
+        "- a reload's pace is each program's: prefork rolls `max_surge` (1) slot(s) at a time, stopping an old worker once its replacement is ready (`report`: its first status; else a delay after its exec); start_server stops the old generation `--interval` (1 s) after it started the new one; gunicorn stops its old workers as soon as it has forked the new ones"
     );
     println!(
         "- reload times: median and max of the reloads; \"log line\" is SIGHUP to prefork's `rolling restart complete`, \"pids\" is SIGHUP until no process of the pool from before it is left and the pool has its size again"
