@@ -394,13 +394,16 @@ pub struct Running {
 
 impl Running {
     /// Starts `cmd` as a master: in its own process group, stdin from
-    /// /dev/null, stdout and stderr captured, info-level logging.
+    /// /dev/null, stdout and stderr captured, info-level logging (unless
+    /// `cmd` sets `RUST_LOG` itself).
     pub fn start(cmd: &mut Command) -> Running {
+        if !cmd.get_envs().any(|(key, _)| key == "RUST_LOG") {
+            cmd.env("RUST_LOG", "info");
+        }
         cmd.process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .env("RUST_LOG", "info");
+            .stderr(Stdio::piped());
         // SAFETY: prctl is async-signal-safe. The master dies with the test
         // thread that started it, should the test process be killed before
         // the guard runs; its workers then die with it (their own PDEATHSIG).

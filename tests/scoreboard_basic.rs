@@ -275,3 +275,15 @@ fn drop_leaves_a_successors_file_with_the_same_id() {
     assert_eq!(names_in(dir.path()), ["status_w"]);
     assert_eq!(new.read_all().unwrap()["w"].status, b"new");
 }
+
+#[test]
+fn remove_unfinished_removes_only_that_registration_s_tmp_file() {
+    let dir = tempdir();
+    let board = Scoreboard::new(dir.path()).unwrap();
+    std::fs::write(dir.path().join("status_4242.tmp"), "").unwrap();
+    std::fs::write(dir.path().join("status_4243.tmp"), "").unwrap();
+    board.remove_unfinished("4242").unwrap();
+    // Absent already: no error.
+    board.remove_unfinished("4242").unwrap();
+    assert_eq!(names_in(dir.path()), ["status_4243.tmp"]);
+}

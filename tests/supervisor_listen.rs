@@ -441,3 +441,25 @@ fn a_reload_binds_new_addresses_first_and_closes_those_no_longer_listed() {
         assert_eq!(info["env"]["SERVER_STARTER_GENERATION"], "3", "{info}");
     }
 }
+
+#[test]
+fn socket_activation_with_a_descriptor_that_is_not_a_listening_socket_is_exit_2() {
+    let sandbox = Sandbox::new();
+    // LISTEN_PID must be prefork's own: the shell's, which execs it.
+    let script = format!(
+        "export LISTEN_PID=$$ LISTEN_FDS=1; exec {} --scoreboard {} -- sleep 1000 3</dev/null",
+        env!("CARGO_BIN_EXE_prefork"),
+        sandbox.board().display()
+    );
+    let mut master = Running::start(Command::new("sh").args(["-c", &script]));
+    let code = master.wait_exit().code();
+    let stderr = master.stderr();
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains(
+            "socket activation (LISTEN_FDS=1): descriptor 3 is not a listening stream socket"
+        ),
+        "{stderr}"
+    );
+    assert!(master.spawned().is_empty(), "{stderr}");
+}

@@ -21,7 +21,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 
-use super::{value, Backoff, Config, Ready};
+use super::{value, Backoff, Config, LogFormat, Ready};
 use crate::listen::ListenAddr;
 
 /// Declares [`Layer`], and from its list of fields the code that has to
@@ -182,6 +182,12 @@ layer! {
         #[arg(long, value_name = "N", value_parser = value::count::parse)]
         #[serde(with = "value::count")]
         pub max_surge: Option<u32>,
+
+        /// The master's log lines: text, or json (one object per line with
+        /// time, level, event and its fields) [default: text]
+        #[arg(long, value_name = "FORMAT", value_parser = value::log_format::parse)]
+        #[serde(with = "value::log_format")]
+        pub log_format: Option<LogFormat>,
     }
 }
 
@@ -233,6 +239,7 @@ impl Layer {
             start_timeout,
             stop_signal,
             max_surge,
+            log_format,
         } = self;
         let defaults = Config::default();
         let command = command.ok_or(
@@ -279,6 +286,7 @@ impl Layer {
             start_timeout: start_timeout.unwrap_or(defaults.start_timeout),
             stop_signal: stop_signal.unwrap_or(defaults.stop_signal),
             max_surge: max_surge.map_or(defaults.max_surge, |n| n as usize),
+            log_format: log_format.unwrap_or(defaults.log_format),
         })
     }
 }
@@ -314,6 +322,7 @@ impl From<&Config> for Layer {
             start_timeout: Some(config.start_timeout),
             stop_signal: Some(config.stop_signal),
             max_surge: Some(config.max_surge as u32),
+            log_format: Some(config.log_format),
         }
     }
 }

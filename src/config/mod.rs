@@ -58,6 +58,17 @@ pub struct Config {
     pub stop_signal: Signal,
     /// How many workers beyond the pool's size a rollout runs at once.
     pub max_surge: usize,
+    pub log_format: LogFormat,
+}
+
+/// How the master's log lines look.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// A sentence per line, with a timestamp (none under journald, which
+    /// stamps lines itself).
+    Text,
+    /// One JSON object per line, for a log collector.
+    Json,
 }
 
 /// When a new worker is ready: a rolling reload retires the worker it
@@ -144,6 +155,7 @@ impl Default for Config {
             start_timeout: Duration::from_secs(60),
             stop_signal: Signal::SIGTERM,
             max_surge: 1,
+            log_format: LogFormat::Text,
         }
     }
 }

@@ -397,3 +397,35 @@ pub mod count {
         }
     }
 }
+
+/// The log's format: `"text"` or `"json"`.
+pub mod log_format {
+    use serde::de::{self, Deserializer};
+    use serde::{Deserialize, Serializer};
+
+    use crate::config::LogFormat;
+
+    pub fn parse(text: &str) -> Result<LogFormat, String> {
+        match text {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(format!(
+                "{text:?} is not a log format: \"text\" or \"json\""
+            )),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<LogFormat>, D::Error> {
+        parse(&String::deserialize(d)?)
+            .map(Some)
+            .map_err(de::Error::custom)
+    }
+
+    pub fn serialize<S: Serializer>(value: &Option<LogFormat>, s: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(LogFormat::Text) => s.serialize_str("text"),
+            Some(LogFormat::Json) => s.serialize_str("json"),
+            None => s.serialize_none(),
+        }
+    }
+}

@@ -48,7 +48,10 @@ pub enum LastStatus {
     Was(String),
 }
 
-#[derive(Debug, Clone, PartialEq)]
+/// Serialized (for `--log-format json`) as one object: `event` names the
+/// variant, in snake_case, and the fields follow.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
 pub enum Event {
     Starting {
         workers: usize,
@@ -64,87 +67,117 @@ pub enum Event {
         addr: String,
     },
     Ready {
+        #[serde(serialize_with = "json::pid")]
         pid: Pid,
         slot: usize,
+        #[serde(serialize_with = "json::secs")]
         after: Duration,
     },
     StartTimeout {
+        #[serde(serialize_with = "json::pid")]
         pid: Pid,
         slot: usize,
+        #[serde(serialize_with = "json::secs")]
         timeout: Duration,
         rule: String,
+        #[serde(serialize_with = "json::secs")]
         kill_timeout: Duration,
     },
     Spawned {
+        #[serde(serialize_with = "json::pid")]
         pid: Pid,
         slot: usize,
         restart: u64,
     },
     Unwatched {
+        #[serde(serialize_with = "json::pid")]
         pid: Pid,
         slot: usize,
         error: String,
     },
     Exited {
+        #[serde(serialize_with = "json::pid")]
         pid: Pid,
         slot: usize,
+        #[serde(serialize_with = "json::display")]
         how: Ended,
+        #[serde(serialize_with = "json::secs")]
         uptime: Duration,
     },
     CrashLoop {
         slot: usize,
         failures: u32,
+        #[serde(serialize_with = "json::secs")]
         delay: Duration,
     },
     SpawnFailed {
         slot: usize,
         command: String,
         error: String,
+        #[serde(serialize_with = "json::secs")]
         delay: Duration,
     },
     RetiredExited {
+        #[serde(serialize_with = "json::pid")]
         pid: Pid,
+        #[serde(serialize_with = "json::display")]
         how: Ended,
     },
     NotAWorker {
+        #[serde(serialize_with = "json::pid")]
         pid: Pid,
+        #[serde(serialize_with = "json::display")]
         how: Ended,
     },
     Leftovers {
+        #[serde(serialize_with = "json::pid")]
         pgid: Pid,
     },
     Adopted {
+        #[serde(serialize_with = "json::pid")]
         pid: Pid,
         command: String,
         stopped_now: bool,
     },
     OrphanExited {
+        #[serde(serialize_with = "json::pid")]
         pid: Pid,
+        #[serde(serialize_with = "json::display")]
         how: Ended,
     },
     OrphanKilled {
+        #[serde(serialize_with = "json::pid")]
         pid: Pid,
     },
     GroupKilled {
+        #[serde(serialize_with = "json::pid")]
         pgid: Pid,
     },
     Stuck {
+        #[serde(serialize_with = "json::pid")]
         pid: Pid,
         slot: usize,
+        #[serde(serialize_with = "json::secs")]
         silent: Duration,
+        #[serde(serialize_with = "json::secs")]
         timeout: Duration,
+        #[serde(serialize_with = "json::secs")]
         kill_timeout: Duration,
+        #[serde(serialize_with = "json::last_status")]
         last: LastStatus,
     },
     Unheld {
+        #[serde(serialize_with = "json::pid")]
         pid: Pid,
         slot: usize,
     },
     ClockSkew {
+        #[serde(serialize_with = "json::secs")]
         skew: Duration,
     },
     BoardChecked {
         workers: usize,
+        #[serde(serialize_with = "json::secs")]
         took: Duration,
     },
     BoardProblem {
@@ -156,8 +189,10 @@ pub enum Event {
         to: usize,
     },
     Retiring {
+        #[serde(serialize_with = "json::pid")]
         pid: Pid,
         slot: usize,
+        #[serde(serialize_with = "json::signal")]
         signal: Signal,
     },
     AddRefused {
@@ -185,8 +220,10 @@ pub enum Event {
         error: String,
     },
     RolloutStep {
+        #[serde(serialize_with = "json::pid")]
         old: Pid,
         slot: usize,
+        #[serde(serialize_with = "json::signal")]
         signal: Signal,
     },
     RolloutComplete {
@@ -202,7 +239,9 @@ pub enum Event {
     },
     StopGraceful {
         workers: usize,
+        #[serde(serialize_with = "json::secs")]
         timeout: Duration,
+        #[serde(serialize_with = "json::signal")]
         signal: Signal,
     },
     StopNow {
@@ -412,8 +451,34 @@ impl fmt::Display for Event {
     }
 }
 
+/// The upper bounds, in seconds, of the histograms' buckets: from half a
+/// millisecond (a respawn on an idle machine) to ten seconds.
+pub const BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Durations observed, by bucket of [`BUCKETS`] (the last one: above),
+/// and their sum.
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
+pub struct Histogram {
+    pub counts: [u64; BUCKETS.len() + 1],
+    pub sum_secs: f64,
+}
+
+impl Histogram {
+    pub fn observe(&mut self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let bucket = BUCKETS
+            .iter()
+            .position(|&b| secs <= b)
+            .unwrap_or(BUCKETS.len());
+        self.counts[bucket] += 1;
+        self.sum_secs += secs;
+    }
+}
+
 /// What the pool has been through, counted from the events.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, serde::Serialize)]
 pub struct Counters {
     /// Workers started (first starts and restarts).
     pub spawned: u64,
@@ -429,6 +494,14 @@ pub struct Counters {
     pub reloads: u64,
     pub reloads_failed: u64,
     pub rollouts_aborted: u64,
+    /// Workers killed for not being ready within the start timeout.
+    pub not_ready: u64,
+    /// From a worker's death to its replacement's exec.
+    #[serde(skip)]
+    pub respawn_latency: Histogram,
+    /// How long each board check took.
+    #[serde(skip)]
+    pub board_check: Histogram,
     /// Lines of the master's own output dropped because nobody read them
     /// (kept by the sinks; the shell fills it into a snapshot).
     pub output_dropped: u64,
@@ -445,11 +518,53 @@ impl Counters {
                 Ended::SpawnFailed | Ended::Stuck(_) | Ended::NotReady => {}
             },
             Event::Stuck { .. } => self.stuck_kills += 1,
-            Event::SpawnFailed { .. } | Event::StartTimeout { .. } => self.spawn_failures += 1,
+            Event::SpawnFailed { .. } => self.spawn_failures += 1,
+            Event::StartTimeout { .. } => {
+                self.spawn_failures += 1;
+                self.not_ready += 1;
+            }
+            Event::BoardChecked { took, .. } => self.board_check.observe(*took),
             Event::Reloaded | Event::RolloutBegun { .. } => self.reloads += 1,
             Event::ReloadFailed { .. } => self.reloads_failed += 1,
             Event::RolloutAborted { .. } => self.rollouts_aborted += 1,
             _ => {}
+        }
+    }
+}
+
+/// How the events' fields look in JSON: pids and codes as numbers,
+/// durations in seconds, signals and ends as their names.
+mod json {
+    use std::time::Duration;
+
+    use nix::sys::signal::Signal;
+    use nix::unistd::Pid;
+    use serde::Serializer;
+
+    use super::LastStatus;
+
+    pub fn pid<S: Serializer>(pid: &Pid, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_i32(pid.as_raw())
+    }
+
+    pub fn signal<S: Serializer>(signal: &Signal, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(signal.as_str())
+    }
+
+    pub fn secs<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64((d.as_secs_f64() * 1e6).round() / 1e6)
+    }
+
+    pub fn display<S: Serializer, T: std::fmt::Display>(v: &T, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(v)
+    }
+
+    /// The status excerpt, or why there is none.
+    pub fn last_status<S: Serializer>(last: &LastStatus, s: S) -> Result<S::Ok, S::Error> {
+        match last {
+            LastStatus::Never => s.serialize_none(),
+            LastStatus::Unreadable(why) => s.collect_str(&format_args!("(unreadable: {why})")),
+            LastStatus::Was(status) => s.serialize_str(status),
         }
     }
 }

@@ -14,6 +14,7 @@
 pub mod core;
 pub mod events;
 pub mod master_file;
+mod notify;
 mod shell;
 mod signals;
 pub mod sinks;
@@ -33,7 +34,7 @@ use self::master_file::{ClaimError, MasterFile};
 use self::shell::Shell;
 use self::signals::Signals;
 use self::spawn::{Launcher, SpawnError};
-use crate::config::Source;
+use crate::config::{LogFormat, Source};
 use crate::listen::Listeners;
 use crate::scoreboard::Scoreboard;
 
@@ -59,7 +60,11 @@ pub fn run(source: Source) -> Result<()> {
     // reading the environment.
     let mut listeners =
         Listeners::from_activation().map_err(|message| StartFailure { code: 2, message })?;
+    // systemd's notification socket is ours, not the workers'.
+    let notifier =
+        notify::Notifier::from_env().context("cannot open a socket for NOTIFY_SOCKET")?;
     let config = source.load()?;
+    sinks::set_json_logs(config.log_format == LogFormat::Json);
     spawn::reserve_status_fd()
         .context("cannot reserve descriptor 3 for the workers' status files")?;
     let nofile = spawn::raise_nofile_limit();
@@ -131,6 +136,7 @@ pub fn run(source: Source) -> Result<()> {
         signals,
         source,
         listeners,
+        notifier,
     );
     // (A clone that must not live as long as `run`: a socket closes when
     // the last spec that lists it goes.)

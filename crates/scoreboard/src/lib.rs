@@ -433,6 +433,25 @@ impl Scoreboard {
         reader::scan(&self.dir, Some(&self.current_id()), &known, |_| {})
     }
 
+    /// Removes `status_<id>.tmp`, what a process that died in the middle of
+    /// registering (between creating its file and renaming it into place)
+    /// left: for a supervisor that has reaped process `id`, since nobody
+    /// else registers under that name. No such file is no error.
+    pub fn remove_unfinished(&self, id: &str) -> Result<()> {
+        self.dir.check_writable()?;
+        let name = format!("status_{id}.tmp");
+        let path = self.dir.join(&name);
+        let c_name = std::ffi::CString::new(name).map_err(|_| {
+            error::io_error("remove", &path, std::io::ErrorKind::InvalidInput.into())
+        })?;
+        match sys::unlinkat(self.dir.fd(), &c_name) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(error::io_error("remove", path, e))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Opens worker `id`'s status file for watching (see [`WatchedFile`]).
     pub fn watch(&self, id: &str) -> Result<WatchedFile> {
         WatchedFile::open(&self.dir, id, self.max_status_len)

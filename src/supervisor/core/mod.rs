@@ -251,15 +251,30 @@ impl Pool {
         workers.chain(leaders).chain(incoming).chain(orphans)
     }
 
-    pub fn snapshot(&self) -> Snapshot {
-        let phase = match self.phase {
+    pub fn phase_name(&self) -> PhaseName {
+        match self.phase {
             Phase::Starting => PhaseName::Starting,
             Phase::Running => PhaseName::Running,
             Phase::Rolling(_) => PhaseName::Reloading,
             Phase::Stopping(_) => PhaseName::Stopping,
-        };
+        }
+    }
+
+    /// A one-line summary, for systemd's `STATUS=`.
+    pub fn summary(&self) -> String {
+        let restarts: u64 = self.slots.iter().map(|s| s.restarts).sum();
+        format!(
+            "{}/{} workers, {} stuck, {} restarts",
+            self.live_workers(),
+            self.slots.len(),
+            self.counters.stuck_kills,
+            restarts
+        )
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
         Snapshot {
-            phase,
+            phase: self.phase_name(),
             slots: self
                 .slots
                 .iter()
@@ -439,6 +454,10 @@ impl Pool {
                 let mut worker = s.worker.take().expect("slot_of found it");
                 worker.exec = Exec::Done;
                 let restart = s.started(worker);
+                if let Some(died) = s.died.take() {
+                    let latency = now.duration_since(died);
+                    self.counters.respawn_latency.observe(latency);
+                }
                 self.emit(Event::Spawned { pid, slot, restart });
                 self.became_ready_if_due(pid, now);
             }
@@ -487,6 +506,7 @@ impl Pool {
         } else if let Some(slot) = self.slot_of(pid) {
             let s = &mut self.slots[slot];
             let started = s.worker.as_ref().expect("slot_of found it").started;
+            s.died = Some(now);
             let delay = s.ended(how.clone(), now, &self.config.backoff);
             let failures = s.failures;
             let uptime = now.duration_since(started);

@@ -140,7 +140,7 @@ impl Pool {
     }
 
     /// Every slot has a worker, and it is ready.
-    pub(super) fn all_ready(&self) -> bool {
+    pub fn all_ready(&self) -> bool {
         self.slots
             .iter()
             .all(|s| s.worker.as_ref().is_some_and(|w| w.ready.is_some()))

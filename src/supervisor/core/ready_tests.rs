@@ -230,3 +230,19 @@ fn the_stuck_timeout_counts_from_readiness() {
     h.advance(Duration::from_secs(2));
     assert_eq!(h.pool.judge(clocks(&h, 14), &seen(wall)).len(), 1);
 }
+
+#[test]
+fn respawn_latency_runs_from_a_death_to_the_replacement_s_exec() {
+    let mut h = harness(1, Ready::Immediate, 1);
+    let first = h.start_all()[0];
+    h.advance(Duration::from_secs(5));
+    h.exit(first, Ended::Exited(1));
+    let (_, second, _) = h.tick()[0].clone();
+    h.advance(Duration::from_millis(3));
+    h.exec_ok(second);
+    let latency = h.pool.snapshot().counters.respawn_latency;
+    // 3 ms: the bucket up to 5 ms (the fourth), and nothing else.
+    assert_eq!(latency.counts.iter().sum::<u64>(), 1);
+    assert_eq!(latency.counts[3], 1);
+    assert!((latency.sum_secs - 0.003).abs() < 1e-9);
+}

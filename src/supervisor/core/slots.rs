@@ -62,6 +62,9 @@ pub struct Slot {
     pub failures: u32,
     /// Not to be started before this (crash-loop backoff).
     pub not_before: Instant,
+    /// When its last worker died, until its replacement runs: the
+    /// respawn's latency.
+    pub died: Option<Instant>,
 }
 
 impl Slot {
@@ -74,6 +77,7 @@ impl Slot {
             last_end: None,
             failures: 0,
             not_before: now,
+            died: None,
         }
     }
 

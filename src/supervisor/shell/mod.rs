@@ -12,6 +12,7 @@
 mod board;
 mod children;
 mod dump;
+mod notify;
 
 use std::collections::HashMap;
 use std::os::fd::{BorrowedFd, RawFd};
@@ -27,6 +28,7 @@ use nix::unistd::Pid;
 use super::core::{Effect, Pool};
 use super::events::{Ended, Event};
 use super::master_file::{self, MasterFile};
+use super::notify::Notifier;
 use super::signals::{Request, Signals};
 use super::sinks::{self, Sink, BOARD_CAPACITY};
 use super::spawn::{ExecWatch, Launcher, SpawnError, STATUS_FD};
@@ -47,6 +49,9 @@ pub struct Shell {
     pub(super) source: Source,
     /// The listening sockets, kept across reloads.
     pub(super) listeners: Listeners,
+    /// systemd's notification socket, when we run under it.
+    pub(super) notifier: Option<Notifier>,
+    pub(super) notified: notify::Notified,
     /// The status files of our workers (and of retired ones until they
     /// are reaped), kept open for the checks.
     pub(super) files: HashMap<Pid, WatchedFile>,
@@ -92,6 +97,7 @@ impl Shell {
         signals: Signals,
         source: Source,
         listeners: Listeners,
+        notifier: Option<Notifier>,
     ) -> Shell {
         Shell {
             pool,
@@ -102,6 +108,8 @@ impl Shell {
             signals,
             source,
             listeners,
+            notifier,
+            notified: notify::Notified::default(),
             files: HashMap::new(),
             starting: Vec::new(),
             stdout: Sink::open(1, "standard output", BOARD_CAPACITY),
@@ -145,7 +153,9 @@ impl Shell {
             self.apply_effects();
             if self.unpublished && self.published.elapsed() >= PUBLISH_EVERY {
                 self.publish();
+                self.notify_status();
             }
+            self.notify_progress(Instant::now());
         }
     }
 
@@ -185,7 +195,7 @@ impl Shell {
                         let _ = kill(pid, Signal::SIGCONT);
                     }
                     Effect::KillProcess(pid) => drop(kill(pid, Signal::SIGKILL)),
-                    Effect::Log(event) => log::log!(event.level(), "{event}"),
+                    Effect::Log(event) => sinks::log_event(&event),
                 }
             }
         }
@@ -199,10 +209,15 @@ impl Shell {
         // A worker's first status write is not an event we can wait on:
         // while one is awaited, its file is looked at every READY_POLL.
         let report = (!self.pool.awaiting_report().is_empty()).then(|| Instant::now() + READY_POLL);
-        let deadline = [self.pool.next_deadline(), publish, report]
-            .into_iter()
-            .flatten()
-            .min();
+        let deadline = [
+            self.pool.next_deadline(),
+            publish,
+            report,
+            self.watchdog_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min();
         let timeout = match deadline {
             None => PollTimeout::NONE,
             Some(at) => {
@@ -214,6 +229,11 @@ impl Shell {
         };
         let log_fd = sinks::log_sink(|s| s.wants_write().then(|| s.fd())).flatten();
         let out_fd = self.stdout.wants_write().then(|| self.stdout.fd());
+        let notify_fd = self
+            .notifier
+            .as_ref()
+            .filter(|n| n.wants_write())
+            .map(Notifier::fd);
         let borrow = |fd: RawFd| {
             // SAFETY: each descriptor polled is owned by `self` or by the log
             // sink, and stays open for the whole call.
@@ -227,7 +247,7 @@ impl Shell {
         );
         let sinks_at = fds.len();
         fds.extend(
-            [log_fd, out_fd]
+            [log_fd, out_fd, notify_fd]
                 .into_iter()
                 .flatten()
                 .map(|fd| PollFd::new(borrow(fd), PollFlags::POLLOUT)),
@@ -245,6 +265,9 @@ impl Shell {
         if fds[sinks_at..].iter().any(fired) {
             sinks::log_sink(Sink::flush);
             self.stdout.flush();
+            if let Some(n) = self.notifier.as_mut() {
+                n.flush();
+            }
         }
         ready
     }
@@ -295,10 +318,12 @@ impl Shell {
         match request {
             Request::Reap => {} // see run()
             Request::Stop => {
+                self.notify_stopping();
                 self.adopt_orphans();
                 self.pool.stop_gracefully(now);
             }
             Request::StopNow => {
+                self.notify_stopping();
                 self.adopt_orphans();
                 self.pool.stop_now("SIGQUIT", now);
             }
@@ -313,6 +338,7 @@ impl Shell {
         if self.pool.is_stopping() {
             return;
         }
+        self.notify_reloading();
         let config = match self.source.load() {
             Ok(config) => config,
             Err(e) => return self.pool.reload_failed(e.to_string()),
@@ -326,6 +352,7 @@ impl Shell {
             Ok(resolved) => resolved,
             Err(e) => return self.pool.reload_failed(e.to_string()),
         };
+        sinks::set_json_logs(config.log_format == crate::config::LogFormat::Json);
         let roll_anyway = self.source.file.is_none();
         self.pool
             .reconfigure(config, resolved.sockets, roll_anyway, now);
@@ -371,8 +398,12 @@ impl Shell {
             }
             let group_alive = killpg(pid, None).is_ok();
             self.pool.exited(pid, how, group_alive, Instant::now());
-            if let Some(file) = self.files.remove(&pid) {
-                self.board.remove(&file);
+            match self.files.remove(&pid) {
+                Some(file) => self.board.remove(&file),
+                // It died before its exec said it runs: perhaps in the
+                // middle of registering, between creating its file and
+                // renaming it into place.
+                None => drop(self.board.remove_unfinished(&pid.to_string())),
             }
         }
         self.pool
@@ -404,7 +435,7 @@ impl Shell {
         self.pool.emit(Event::Stopped);
         for effect in self.pool.take_effects() {
             if let Effect::Log(event) = effect {
-                log::log!(event.level(), "{event}");
+                sinks::log_event(&event);
             }
         }
         flush_at_exit(&mut self.stdout, EXIT_PATIENCE);

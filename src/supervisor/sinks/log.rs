@@ -5,14 +5,44 @@
 
 use std::io::{self, IsTerminal, Write};
 use std::os::fd::BorrowedFd;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 
 use super::{Sink, LOG_CAPACITY};
+use crate::supervisor::events::Event;
 
 static LOG: Mutex<Option<Sink>> = Mutex::new(None);
+
+/// `--log-format json`: one JSON object per line. Switched once the
+/// configuration is read (and again by a reload), after logging began.
+static JSON: AtomicBool = AtomicBool::new(false);
+
+/// The target of the records that carry an event as JSON fields.
+const EVENT_TARGET: &str = "prefork::event";
+
+pub fn set_json_logs(on: bool) {
+    JSON.store(on, Ordering::Relaxed);
+}
+
+/// Logs `event`: its sentence, or in JSON its name, its fields and its
+/// sentence. Both come from the one typed event.
+pub fn log_event(event: &Event) {
+    let level = event.level();
+    if !log::log_enabled!(level) {
+        return;
+    }
+    if JSON.load(Ordering::Relaxed) {
+        let mut fields = serde_json::to_string(event).expect("JSON of plain values");
+        fields.pop(); // its closing brace: the sentence joins the object
+        let message = serde_json::to_string(&event.to_string()).expect("JSON of a string");
+        log::log!(target: EVENT_TARGET, level, "{},\"message\":{message}", &fields[1..]);
+    } else {
+        log::log!(level, "{event}");
+    }
+}
 
 /// Runs `f` on the log's sink, once [`init_logging`] has made it.
 pub fn log_sink<T>(f: impl FnOnce(&mut Sink) -> T) -> Option<T> {
@@ -47,8 +77,34 @@ pub fn init_logging() {
     } else {
         env_logger::WriteStyle::Never
     };
+    // journald stamps every line itself.
+    let journald = std::env::var_os("JOURNAL_STREAM").is_some();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
-        .format_target(false)
+        .format(move |buf, record| {
+            let level = record.level();
+            if JSON.load(Ordering::Relaxed) {
+                let time = buf.timestamp_millis();
+                let name = level.as_str().to_ascii_lowercase();
+                if record.target() == EVENT_TARGET {
+                    // The event's fields, already JSON (see log_event).
+                    return writeln!(buf, "{{\"time\":\"{time}\",\"level\":\"{name}\",{}}}", record.args());
+                }
+                let message = serde_json::to_string(&record.args().to_string())
+                    .expect("JSON of a string");
+                return writeln!(
+                    buf,
+                    "{{\"time\":\"{time}\",\"level\":\"{name}\",\"event\":\"log\",\"message\":{message}}}"
+                );
+            }
+            // env_logger's own format, without the target.
+            let style = buf.default_level_style(level);
+            if journald {
+                writeln!(buf, "[{style}{level:<5}{style:#}] {}", record.args())
+            } else {
+                let time = buf.timestamp();
+                writeln!(buf, "[{time} {style}{level:<5}{style:#}] {}", record.args())
+            }
+        })
         .write_style(style)
         .target(env_logger::Target::Pipe(Box::new(ToSink)))
         .init();

@@ -19,7 +19,7 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::fd::RawFd;
 
-pub use self::log::{flush_log_at_exit, init_logging, log_sink};
+pub use self::log::{flush_log_at_exit, init_logging, log_event, log_sink, set_json_logs};
 use nonblocking::Destination;
 
 /// The log's buffer: a few thousand lines of a burst.

@@ -49,6 +49,7 @@ pub use limits::{raise_nofile_limit, reserve_status_fd};
 pub use program::preflight;
 use program::{explain_exec, path_of, resolve};
 
+use super::notify;
 use super::spec::WorkerSpec;
 use crate::listen::ACTIVATION_VARS;
 use crate::scoreboard::{ForkRegistrar, DIR_VAR, STATUS_FD_VAR};
@@ -337,7 +338,8 @@ impl Launcher {
         let mut env: std::collections::BTreeMap<OsString, OsString> = std::env::vars_os().collect();
         // Variables about sockets that someone handed us are not the
         // worker's: it gets ours, or none.
-        for var in ACTIVATION_VARS.iter().chain(&SERVER_STARTER_VARS) {
+        let protocols = [&ACTIVATION_VARS[..], &SERVER_STARTER_VARS, &notify::VARS];
+        for var in protocols.concat() {
             env.remove(OsStr::new(var));
         }
         env.extend(spec.env.iter().cloned());
