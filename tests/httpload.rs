@@ -1112,8 +1112,11 @@ mod tests {
         let load = Load::start(server.addr, plan);
         std::thread::sleep(Duration::from_millis(500));
         let report = load.stop();
-        // 2 threads x 50/s x 0.5 s, the first at once: about 50.
-        assert!((30..=60).contains(&report.total()), "{report}");
+        // 2 threads x 50/s, each sending its first at once: at most this
+        // many over however long the load ran (a loaded machine oversleeps).
+        let most = 2 * (1 + (report.duration.as_secs_f64() * 50.0) as u64);
+        assert!(report.total() <= most, "{report}; at most {most}");
+        assert!(report.total() >= 10, "{report}");
         assert_eq!(report.failed, 0, "{report}");
     }
 
