@@ -52,3 +52,6 @@ mod third_party;
 
 // Reloads under load: the example workers, and no failed request.
 mod zero_downtime;
+
+// The recipes of contrib/ (systemd, Docker, Kubernetes), checked without them.
+mod recipes;
