@@ -35,7 +35,7 @@ use std::process::{Command, Output, Stdio};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
-use crate::harness::{eventually, python3, rust_example, Running, Sandbox};
+use crate::harness::{eventually, rust_example, Running, Sandbox};
 use crate::httpload::get;
 use crate::util::fork_lock;
 
@@ -58,18 +58,11 @@ struct Pending {
 /// The keys newer than this prefork. When prefork learns one,
 /// `pending_keys_are_still_unknown_to_prefork` fails: remove the key from
 /// this list, and `prefork check` sees it too.
-const PENDING_KEYS: &[Pending] = &[
-    Pending {
-        key: "status_listen",
-        sample: "127.0.0.1:0",
-        valid: status_listen_is_an_address,
-    },
-    Pending {
-        key: "log_format",
-        sample: "json",
-        valid: log_format_is_text_or_json,
-    },
-];
+const PENDING_KEYS: &[Pending] = &[Pending {
+    key: "status_listen",
+    sample: "127.0.0.1:0",
+    valid: status_listen_is_an_address,
+}];
 
 // ---------------------------------------------------------------------------
 // systemd
@@ -628,13 +621,6 @@ fn status_listen_is_an_address(value: &toml::Value) -> Result<(), String> {
     }
 }
 
-fn log_format_is_text_or_json(value: &toml::Value) -> Result<(), String> {
-    match value.as_str() {
-        Some("text" | "json") => Ok(()),
-        _ => Err(format!("{value}: `text` or `json` expected")),
-    }
-}
-
 /// A recipe's config made runnable by the test: checkable, with the board
 /// in the sandbox.
 struct LocalConfig {
@@ -751,20 +737,22 @@ fn unit_settings(name: &str) -> BTreeMap<String, Vec<String>> {
 /// The documents of a YAML file, as JSON values. Parsed by Python's yaml
 /// (Debian's python3-yaml, a YAML 1.1 parser, as Kubernetes' is): the test
 /// suite's dependencies stay Rust crates it already has, and `serde_yaml`,
-/// the usual crate, is no longer maintained.
+/// the usual crate, is no longer maintained. Debian's own interpreter, where
+/// that package installs: the `python3` on PATH may be another one (pyenv's).
+const DEBIAN_PYTHON: &str = "/usr/bin/python3";
+
 fn yaml_documents(relative: &str) -> Vec<Value> {
     let path = Path::new(ROOT).join(relative);
     let script = "import json, sys, yaml\n\
         with open(sys.argv[1]) as f:\n    docs = list(yaml.safe_load_all(f))\n\
         json.dump(docs, sys.stdout)\n";
-    let mut cmd = Command::new(python3());
+    let mut cmd = Command::new(DEBIAN_PYTHON);
     cmd.args(["-c", script]).arg(&path);
     let out = run(&mut cmd);
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(
         !said.contains("No module named 'yaml'"),
-        "{} has no yaml module: apt-get install python3-yaml (Debian), or pip install pyyaml",
-        python3()
+        "{DEBIAN_PYTHON} has no yaml module: apt-get install python3-yaml"
     );
     assert!(
         out.status.success(),

@@ -229,13 +229,9 @@ fn starman_reloads_under_load_without_a_failed_request() {
     let server: Vec<String> = server.iter().map(|s| s.to_string()).collect();
     // Starman's master stops gracefully on QUIT (it sends its workers HUP:
     // each finishes its connection, Starman::Server::server_close); TERM and
-    // INT stop them at once. But prefork sends the stop signal to the
-    // worker's whole process group, and a Net::Server::PreFork child exits
-    // on QUIT at once (run_child), possibly with a request in hand. At this
-    // test's load (400 requests/s on 2 workers) that has not cost a request
-    // in 80 runs; benches/reload.rs, with 8 workers stopped 8 at a time
-    // (`--max-surge 8`), loses a few per reload (connections reset before
-    // the response). start_server, which signals Starman's master alone,
-    // lost one there too, in one run of two.
+    // INT stop them at once. A Net::Server::PreFork child itself exits on
+    // QUIT at once (run_child), possibly with a request in hand: which is
+    // why prefork sends the stop signal to the worker alone (here Starman's
+    // master), never to its whole process group.
     reload_under_load(&server, "QUIT");
 }
