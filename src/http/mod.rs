@@ -13,16 +13,19 @@
 //!
 //! The parts: `exchange` is one connection's HTTP/1.x state machine
 //! without its socket (parsed with `httparse`, property-tested); `server`
-//! moves bytes between it and the sockets; [`PoolView`] is the plain data
-//! the master fills at each request for the pages.
+//! moves bytes between it and the sockets; `pages` and `metrics` render a
+//! [`PoolView`], plain data the master fills at each request.
 //!
 //! Never here: a blocking call, a thread, a request body, a pid or a
 //! status text as a metric label.
 
 mod exchange;
+mod metrics;
+mod pages;
 mod server;
 mod view;
 
+pub use pages::respond;
 pub use server::{Limits, StatusServer};
 pub use view::{Counts, Histogram, PoolView, SlotView};
 
