@@ -50,3 +50,6 @@ mod third_party;
 
 // Reloads under load: the example workers, and no failed request.
 mod zero_downtime;
+
+// The master's HTTP status server, on loopback sockets.
+mod status_http;
