@@ -14,6 +14,7 @@
 pub mod cli;
 pub mod config;
 pub mod duration;
+pub mod http;
 pub mod listen;
 pub mod render;
 pub mod report;

@@ -55,3 +55,6 @@ mod zero_downtime;
 
 // The recipes of contrib/ (systemd, Docker, Kubernetes), checked without them.
 mod recipes;
+
+// The master's HTTP status server, on loopback sockets.
+mod status_http;
