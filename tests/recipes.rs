@@ -21,11 +21,6 @@
 //! `CARGO_BIN_EXE_prefork` (verify checks that ExecStart's program exists),
 //! `/usr/local/bin/http_worker` by the example cargo built beside it, and a
 //! config's `scoreboard_dir` by the test's own directory.
-//!
-//! A few keys the recipes use are newer than this prefork: [`PENDING_KEYS`].
-//! Until prefork knows them, they are checked for form here and left out of
-//! what `prefork check` sees; a test fails as soon as prefork knows one, so
-//! that it is taken off the list and the configs are checked whole.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -45,24 +40,6 @@ const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const INSTALLED_PREFORK: &str = "/usr/local/bin/prefork";
 /// Where they install the example worker they run.
 const INSTALLED_WORKER: &str = "/usr/local/bin/http_worker";
-
-/// A key the recipes use that issue 13 adds to prefork.
-struct Pending {
-    key: &'static str,
-    /// A value of the form it takes.
-    sample: &'static str,
-    /// Whether a recipe's value is of that form.
-    valid: fn(&toml::Value) -> Result<(), String>,
-}
-
-/// The keys newer than this prefork. When prefork learns one,
-/// `pending_keys_are_still_unknown_to_prefork` fails: remove the key from
-/// this list, and `prefork check` sees it too.
-const PENDING_KEYS: &[Pending] = &[Pending {
-    key: "status_listen",
-    sample: "127.0.0.1:0",
-    valid: status_listen_is_an_address,
-}];
 
 // ---------------------------------------------------------------------------
 // systemd
@@ -143,8 +120,7 @@ fn systemd_service_has_what_issue_13_asks_and_agrees_with_its_config() {
 fn systemd_app_toml_passes_prefork_check() {
     let config = read_toml("contrib/systemd/app.toml");
     command_of(&config, "contrib/systemd/app.toml");
-    // No pending key here: the file is checked as it is, but for the
-    // installed worker's path.
+    // The file as it is, but for the installed worker's path.
     let out = check(Path::new(ROOT).join("contrib/systemd/app.toml"));
     assert!(
         out.status.success(),
@@ -303,12 +279,11 @@ fn dockerfile_agrees_with_the_build_and_its_config() {
 
 #[test]
 fn docker_app_toml_passes_prefork_check() {
-    let sandbox = Sandbox::new();
-    let out = check(checkable(&sandbox, "contrib/docker/app.toml"));
+    let out = check(Path::new(ROOT).join("contrib/docker/app.toml"));
     assert!(
         out.status.success(),
-        "prefork check -c contrib/docker/app.toml (without {:?}): {}\n{}",
-        pending_names(),
+        "prefork check -c contrib/docker/app.toml: {}
+{}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
@@ -504,31 +479,11 @@ fn kubernetes_config_map_passes_prefork_check() {
     let out = check(checkable_file(&sandbox, &path));
     assert!(
         out.status.success(),
-        "prefork check on the ConfigMap's app.toml (without {:?}): {}\n{}",
-        pending_names(),
+        "prefork check on the ConfigMap's app.toml: {}
+{}",
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-// ---------------------------------------------------------------------------
-// The keys to come
-
-#[test]
-fn pending_keys_are_still_unknown_to_prefork() {
-    let sandbox = Sandbox::new();
-    for Pending { key, sample, .. } in PENDING_KEYS {
-        let path = sandbox.path().join(format!("{key}.toml"));
-        std::fs::write(&path, format!("command = [\"true\"]\n{key} = {sample:?}\n")).unwrap();
-        let out = run(Command::new(PREFORK).arg("check").arg("-c").arg(&path));
-        let said = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            !out.status.success() && said.contains(&format!("unknown field `{key}`")),
-            "prefork now knows `{key}` ({}): take it off PENDING_KEYS in tests/recipes.rs, \
-             so that the recipes' configs are checked whole\n{said}",
-            out.status
-        );
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -587,38 +542,18 @@ fn check(file: PathBuf) -> Output {
     run(&mut cmd)
 }
 
-fn pending_names() -> Vec<&'static str> {
-    PENDING_KEYS.iter().map(|p| p.key).collect()
-}
-
-/// A copy of a recipe's config that this prefork can check: its pending
-/// keys checked for form here, then left out.
+/// A copy of a recipe's config, for the test to change.
 fn checkable(sandbox: &Sandbox, relative: &str) -> PathBuf {
     checkable_file(sandbox, &Path::new(ROOT).join(relative))
 }
 
 fn checkable_file(sandbox: &Sandbox, path: &Path) -> PathBuf {
     let text = std::fs::read_to_string(path).unwrap();
-    let mut table: toml::Table = text.parse().unwrap();
-    for Pending { key, valid, .. } in PENDING_KEYS {
-        if let Some(value) = table.remove(*key) {
-            valid(&value).unwrap_or_else(|e| panic!("{}: {key}: {e}", path.display()));
-        }
-    }
+    let table: toml::Table = text.parse().unwrap();
     let name = path.file_name().unwrap().to_string_lossy();
     let copy = sandbox.path().join(format!("checkable-{name}"));
     std::fs::write(&copy, toml::to_string(&table).unwrap()).unwrap();
     copy
-}
-
-fn status_listen_is_an_address(value: &toml::Value) -> Result<(), String> {
-    let addr = value.as_str().ok_or("not a string")?;
-    // The forms of `listen` (issue 13): prefork's own parser says.
-    let out = run(Command::new(PREFORK).args(["check", "--listen", addr, "--", "true"]));
-    match out.status.success() {
-        true => Ok(()),
-        false => Err(String::from_utf8_lossy(&out.stderr).into_owned()),
-    }
 }
 
 /// A recipe's config made runnable by the test: checkable, with the board
@@ -633,7 +568,7 @@ fn local_copy(sandbox: &Sandbox, relative: &str) -> LocalConfig {
     let mut table: toml::Table = std::fs::read_to_string(&path).unwrap().parse().unwrap();
     let board = sandbox.board().to_str().unwrap().to_string();
     table.insert("scoreboard_dir".into(), board.into());
-    // Once it is no longer pending: on a port of the test's own.
+    // On a port of the test's own.
     if table.contains_key("status_listen") {
         table.insert("status_listen".into(), "127.0.0.1:0".into());
     }

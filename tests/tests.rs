@@ -17,6 +17,7 @@ mod supervisor_config;
 mod supervisor_env;
 mod supervisor_environment;
 mod supervisor_failures;
+mod supervisor_http;
 mod supervisor_lifecycle;
 mod supervisor_limits;
 mod supervisor_listen;

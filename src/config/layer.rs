@@ -188,6 +188,19 @@ layer! {
         #[arg(long, value_name = "FORMAT", value_parser = value::log_format::parse)]
         #[serde(with = "value::log_format")]
         pub log_format: Option<LogFormat>,
+
+        /// Serve /status, /status.json, /metrics and /healthz on ADDR
+        /// (HOST:PORT or unix:/PATH, mode 0600), from the master's own loop
+        /// [default: none]
+        #[arg(long, value_name = "ADDR", value_parser = value::listen::parse)]
+        #[serde(with = "value::listen_one")]
+        pub status_listen: Option<ListenAddr>,
+
+        /// /healthz answers 200 while at least this many workers live, 503
+        /// below [default: 1]
+        #[arg(long, value_name = "N", value_parser = value::count::parse)]
+        #[serde(with = "value::count")]
+        pub min_workers: Option<u32>,
     }
 }
 
@@ -240,6 +253,8 @@ impl Layer {
             stop_signal,
             max_surge,
             log_format,
+            status_listen,
+            min_workers,
         } = self;
         let defaults = Config::default();
         let command = command.ok_or(
@@ -287,6 +302,8 @@ impl Layer {
             stop_signal: stop_signal.unwrap_or(defaults.stop_signal),
             max_surge: max_surge.map_or(defaults.max_surge, |n| n as usize),
             log_format: log_format.unwrap_or(defaults.log_format),
+            status_listen,
+            min_workers: min_workers.map_or(defaults.min_workers, |n| n as usize),
         })
     }
 }
@@ -323,6 +340,8 @@ impl From<&Config> for Layer {
             stop_signal: Some(config.stop_signal),
             max_surge: Some(config.max_surge as u32),
             log_format: Some(config.log_format),
+            status_listen: config.status_listen.clone(),
+            min_workers: Some(config.min_workers as u32),
         }
     }
 }

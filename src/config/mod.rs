@@ -59,6 +59,10 @@ pub struct Config {
     /// How many workers beyond the pool's size a rollout runs at once.
     pub max_surge: usize,
     pub log_format: LogFormat,
+    /// Where the HTTP status, metrics and health endpoint is served.
+    pub status_listen: Option<ListenAddr>,
+    /// Live workers below this make /healthz answer 503.
+    pub min_workers: usize,
 }
 
 /// How the master's log lines look.
@@ -156,6 +160,8 @@ impl Default for Config {
             stop_signal: Signal::SIGTERM,
             max_surge: 1,
             log_format: LogFormat::Text,
+            status_listen: None,
+            min_workers: 1,
         }
     }
 }

@@ -235,6 +235,28 @@ pub mod listen {
     }
 }
 
+/// One listening address (the status endpoint's).
+pub mod listen_one {
+    use serde::de::{self, Deserializer};
+    use serde::{Deserialize, Serializer};
+
+    use crate::listen::ListenAddr;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<ListenAddr>, D::Error> {
+        String::deserialize(d)?
+            .parse()
+            .map(Some)
+            .map_err(de::Error::custom)
+    }
+
+    pub fn serialize<S: Serializer>(addr: &Option<ListenAddr>, s: S) -> Result<S::Ok, S::Error> {
+        match addr {
+            Some(addr) => s.collect_str(addr),
+            None => s.serialize_none(),
+        }
+    }
+}
+
 /// A file mode in octal: `"0660"` (or TOML's `0o660`).
 pub mod mode {
     use std::fmt;

@@ -66,6 +66,9 @@ pub enum Event {
     InheritedUnlisted {
         addr: String,
     },
+    StatusServing {
+        addr: String,
+    },
     Ready {
         #[serde(serialize_with = "json::pid")]
         pid: Pid,
@@ -291,6 +294,10 @@ impl fmt::Display for Event {
             Listening { addr, fd, inherited: true } => write!(
                 f,
                 "listening on {addr} (inherited from socket activation; descriptor {fd} in workers)"
+            ),
+            StatusServing { addr } => write!(
+                f,
+                "serving /status, /status.json, /metrics and /healthz on {addr}"
             ),
             InheritedUnlisted { addr } => write!(
                 f,

@@ -107,6 +107,17 @@ pub fn run(source: Source) -> Result<()> {
             .into());
         }
     };
+    let endpoint = match shell::bind_endpoint(&config) {
+        Ok(endpoint) => endpoint,
+        Err(e) => {
+            let _ = std::fs::remove_file(board.base_dir().join(master_file::NAME));
+            return Err(StartFailure {
+                code: 2,
+                message: e.to_string(),
+            }
+            .into());
+        }
+    };
     let registrar = board
         .fork_registrar()
         .expect("the master's scoreboard uses process ids");
@@ -127,6 +138,11 @@ pub fn run(source: Source) -> Result<()> {
     for addr in unlisted {
         pool.emit(Event::InheritedUnlisted { addr });
     }
+    if let Some(e) = &endpoint {
+        pool.emit(Event::StatusServing {
+            addr: e.addr.to_string(),
+        });
+    }
     let mut shell = Shell::new(
         pool,
         board,
@@ -137,6 +153,7 @@ pub fn run(source: Source) -> Result<()> {
         source,
         listeners,
         notifier,
+        endpoint,
     );
     // (A clone that must not live as long as `run`: a socket closes when
     // the last spec that lists it goes.)

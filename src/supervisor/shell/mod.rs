@@ -13,6 +13,9 @@ mod board;
 mod children;
 mod dump;
 mod notify;
+mod status;
+
+pub(super) use status::bind_endpoint;
 
 use std::collections::HashMap;
 use std::os::fd::{BorrowedFd, RawFd};
@@ -49,6 +52,8 @@ pub struct Shell {
     pub(super) source: Source,
     /// The listening sockets, kept across reloads.
     pub(super) listeners: Listeners,
+    /// The HTTP status endpoint, when `status_listen` asks for one.
+    pub(super) endpoint: Option<status::Endpoint>,
     /// systemd's notification socket, when we run under it.
     pub(super) notifier: Option<Notifier>,
     pub(super) notified: notify::Notified,
@@ -98,6 +103,7 @@ impl Shell {
         source: Source,
         listeners: Listeners,
         notifier: Option<Notifier>,
+        endpoint: Option<status::Endpoint>,
     ) -> Shell {
         Shell {
             pool,
@@ -109,6 +115,7 @@ impl Shell {
             source,
             listeners,
             notifier,
+            endpoint,
             notified: notify::Notified::default(),
             files: HashMap::new(),
             starting: Vec::new(),
@@ -133,8 +140,9 @@ impl Shell {
                     return;
                 }
             }
-            let ready = self.wait_for_events();
+            let (ready, status) = self.wait_for_events();
             self.collect_execs(&ready);
+            self.serve_status(&status, Instant::now());
             let mut child_exited = false;
             for request in self.signals.pending() {
                 child_exited |= request == Request::Reap;
@@ -207,8 +215,9 @@ impl Shell {
 
     /// Waits until a descriptor is ready or the core's next deadline, and
     /// writes what the sinks hold where `poll` says it can. Returns the
-    /// exec pipes that became readable.
-    fn wait_for_events(&mut self) -> Vec<RawFd> {
+    /// exec pipes that became readable, and the status endpoint's sockets
+    /// that are ready, with how.
+    fn wait_for_events(&mut self) -> (Vec<RawFd>, Vec<(RawFd, PollFlags)>) {
         let publish = self.unpublished.then(|| self.published + PUBLISH_EVERY);
         // A worker's first status write is not an event we can wait on:
         // while one is awaited, its file is looked at every READY_POLL.
@@ -218,6 +227,7 @@ impl Shell {
             publish,
             report,
             self.watchdog_deadline(),
+            self.status_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -249,6 +259,13 @@ impl Shell {
                 .iter()
                 .map(|(_, w)| PollFd::new(borrow(w.fd()), PollFlags::POLLIN)),
         );
+        let status_at = fds.len();
+        let interest = self.status_interest();
+        fds.extend(
+            interest
+                .iter()
+                .map(|&(fd, events)| PollFd::new(borrow(fd), events)),
+        );
         let sinks_at = fds.len();
         fds.extend(
             [log_fd, out_fd, notify_fd]
@@ -262,9 +279,14 @@ impl Shell {
         let ready: Vec<RawFd> = self
             .starting
             .iter()
-            .zip(&fds[1..sinks_at])
+            .zip(&fds[1..status_at])
             .filter(|(_, p)| fired(p))
             .map(|((_, w), _)| w.fd())
+            .collect();
+        let status: Vec<(RawFd, PollFlags)> = interest
+            .iter()
+            .zip(&fds[status_at..sinks_at])
+            .filter_map(|(&(fd, _), p)| Some((fd, p.revents().filter(|r| !r.is_empty())?)))
             .collect();
         if fds[sinks_at..].iter().any(fired) {
             sinks::log_sink(Sink::flush);
@@ -273,7 +295,7 @@ impl Shell {
                 n.flush();
             }
         }
-        ready
+        (ready, status)
     }
 
     /// The workers whose exec reported (through a readable pipe).
@@ -349,13 +371,15 @@ impl Shell {
         };
         // New addresses are bound before anything changes: one that
         // cannot be bound leaves everything as it was.
-        let resolved = match self
-            .listeners
-            .resolve(&config.listen, bind_options(&config))
-        {
+        let options = bind_options(&config);
+        let resolved = match self.listeners.resolve(&config.listen, options) {
             Ok(resolved) => resolved,
             Err(e) => return self.pool.reload_failed(e.to_string()),
         };
+        if let Err(e) = self.rebind_endpoint(&config) {
+            // (The new sockets just bound close with `resolved`.)
+            return self.pool.reload_failed(e.to_string());
+        }
         sinks::set_json_logs(config.log_format == crate::config::LogFormat::Json);
         let roll_anyway = self.source.file.is_none();
         self.pool
