@@ -7,11 +7,13 @@
 //!    library `read_all` of the same board;
 //! 5. the wall time of one `prefork report STATUS`;
 //! 6. respawn latency and SIGTERM to exit with a stalled reader: standard
-//!    output or error a pipe nobody reads, full (issue 10).
+//!    output or error a pipe nobody reads, full (issue 10);
+//! 7. respawn latency while a loopback load scrapes `/metrics` as fast as
+//!    it answers, against the same master quiet (issue 13).
 //!
 //! `cargo bench --bench supervisor` runs them all (about 2 min);
 //! `PREFORK_BENCH_QUICK=1` runs a shorter version of each (about 45 s),
-//! `PREFORK_BENCH_ONLY=respawn,startup,idle,check,report,stalled` a subset;
+//! `PREFORK_BENCH_ONLY=respawn,startup,idle,check,report,stalled,scrape` a subset;
 //! `PREFORK_BENCH_BIN=path` measures another build of prefork, and
 //! `PREFORK_BENCH_STARTUP_WORKER="program args"` starts that worker instead
 //! of `sleep 100000` in section 2. Each
@@ -36,6 +38,9 @@ use nix::errno::Errno;
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
+
+#[path = "../tests/httpload.rs"]
+mod httpload;
 
 /// The binary under test: `PREFORK_BENCH_BIN` when set (bench/supervisor.sh
 /// points it at a plain `cargo build --release` binary: the bench profile's
@@ -88,6 +93,134 @@ fn main() {
     if wanted("stalled") {
         stalled_reader(quick);
     }
+    if wanted("scrape") {
+        scrape_storm(quick);
+    }
+}
+
+/// Section 7, respawn latency with nobody on the status endpoint, then while a
+/// loopback load scrapes `/metrics` (keep-alive and new connections), on the
+/// same master: the endpoint shares the master's loop, and must not slow a
+/// respawn. Two storms: 1000 scrapes a second (a fleet's Prometheus
+/// servers, misconfigured tenfold), and as fast as it answers (which, on
+/// two cores, also takes the CPU from the master). Quiet and storm rounds
+/// alternate, so that a change in the machine's load falls on all.
+fn scrape_storm(quick: bool) {
+    const WORKERS: usize = 16;
+    let rounds = if quick { 1 } else { 3 };
+    let storm = Duration::from_secs(if quick { 3 } else { 10 });
+    section(&format!(
+        "7. Respawn latency under a scrape storm ({WORKERS} `sleep` workers; {rounds} round(s) of {} s quiet, {} s \
+         at 1000 scrapes/s, {} s unlimited; 2 threads scraping /metrics, one on a kept-alive connection, one on a new \
+         connection per request)",
+        storm.as_secs(),
+        storm.as_secs(),
+        storm.as_secs()
+    ));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let endpoint = addr.to_string();
+    let mut master = Master::start(WORKERS, &["--status-listen", &endpoint], SLEEPER, None);
+    let mut alive = master.wait_for_workers(WORKERS, Duration::from_secs(30));
+    struct Storm {
+        name: &'static str,
+        rate: Option<u32>,
+        respawns: Vec<Duration>,
+        scrapes: u64,
+        failed: u64,
+        latencies: Vec<Duration>,
+    }
+    let mut storms = [
+        ("quiet", None, false),
+        ("1000 scrapes/s", Some(500), true),
+        ("unlimited", None, true),
+    ]
+    .map(|(name, rate, load)| {
+        (
+            load,
+            Storm {
+                name,
+                rate,
+                respawns: Vec::new(),
+                scrapes: 0,
+                failed: 0,
+                latencies: Vec::new(),
+            },
+        )
+    });
+    for _ in 0..rounds {
+        for (load, s) in storms.iter_mut() {
+            let load = load.then(|| {
+                httpload::Load::start(
+                    addr,
+                    httpload::Plan {
+                        fresh: 1,
+                        keepalive: 1,
+                        rate_per_thread: s.rate,
+                        path: "/metrics",
+                    },
+                )
+            });
+            let until = Instant::now() + storm;
+            while Instant::now() < until {
+                let r = time_respawns(&mut master, &mut alive, 1, Duration::from_secs(5));
+                s.respawns.extend(r.latencies);
+            }
+            if let Some(load) = load {
+                let report = load.stop();
+                s.scrapes += report.served();
+                s.failed += report.failed;
+                s.latencies.extend(
+                    report
+                        .samples
+                        .iter()
+                        .filter(|x| x.served())
+                        .map(|x| x.latency),
+                );
+            }
+        }
+    }
+    master.stop(Signal::SIGTERM);
+    println!("| load on /metrics | respawns | median | p90 | p99 | max | median / quiet | scrapes/s | failed | scrape p50 / p99 |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let quiet = Summary::of(&storms[0].1.respawns).median;
+    let secs = storm.as_secs_f64() * rounds as f64;
+    for (_, s) in &storms {
+        let r = Summary::of(&s.respawns);
+        let (scrapes, failed, latency) = if s.latencies.is_empty() {
+            ("-".to_string(), "-".to_string(), "-".to_string())
+        } else {
+            let l = Summary::of(&s.latencies);
+            (
+                format!("{:.0}", s.scrapes as f64 / secs),
+                s.failed.to_string(),
+                format!("{} / {}", fmt(l.median), fmt(l.p99)),
+            )
+        };
+        println!(
+            "| {} | {} | {} | {} | {} | {} | {:.2} | {scrapes} | {failed} | {latency} |",
+            s.name,
+            s.respawns.len(),
+            fmt(r.median),
+            fmt(r.p90),
+            fmt(r.p99),
+            fmt(r.max),
+            r.median.as_secs_f64() / quiet.as_secs_f64(),
+        );
+    }
+    let t = Summary::of(&storms[1].1.respawns).median;
+    println!();
+    println!(
+        "target: median respawn latency at 1000 scrapes/s within 10 % of the quiet one: {} vs {} ({:+.1} %) -> {}",
+        fmt(t),
+        fmt(quiet),
+        (t.as_secs_f64() / quiet.as_secs_f64() - 1.0) * 100.0,
+        if t.as_secs_f64() <= quiet.as_secs_f64() * 1.1 { "met" } else { "MISSED" }
+    );
+    println!("load average after: {}", loadavg());
 }
 
 // ---------------------------------------------------------------------------

@@ -142,7 +142,6 @@ impl Shell {
             }
             let (ready, status) = self.wait_for_events();
             self.collect_execs(&ready);
-            self.serve_status(&status, Instant::now());
             let mut child_exited = false;
             for request in self.signals.pending() {
                 child_exited |= request == Request::Reap;
@@ -159,6 +158,8 @@ impl Shell {
                 self.check_board();
             }
             self.apply_effects();
+            // Last: a respawn (just forked above) never waits for a page.
+            self.serve_status(&status, Instant::now());
             if self.unpublished && self.published.elapsed() >= PUBLISH_EVERY {
                 self.publish();
                 self.notify_status();
