@@ -9,11 +9,12 @@
 //! 6. respawn latency and SIGTERM to exit with a stalled reader: standard
 //!    output or error a pipe nobody reads, full (issue 10);
 //! 7. respawn latency while a loopback load scrapes `/metrics` as fast as
-//!    it answers, against the same master quiet (issue 13).
+//!    it answers, against the same master quiet (issue 13);
+//! 8. `GET /metrics` of a master running 1000 workers (issue 13).
 //!
 //! `cargo bench --bench supervisor` runs them all (about 2 min);
 //! `PREFORK_BENCH_QUICK=1` runs a shorter version of each (about 45 s),
-//! `PREFORK_BENCH_ONLY=respawn,startup,idle,check,report,stalled,scrape` a subset;
+//! `PREFORK_BENCH_ONLY=respawn,startup,idle,check,report,stalled,scrape,metrics` a subset;
 //! `PREFORK_BENCH_BIN=path` measures another build of prefork, and
 //! `PREFORK_BENCH_STARTUP_WORKER="program args"` starts that worker instead
 //! of `sleep 100000` in section 2. Each
@@ -96,6 +97,54 @@ fn main() {
     if wanted("scrape") {
         scrape_storm(quick);
     }
+    if wanted("metrics") {
+        metrics_of_1000(quick);
+    }
+}
+
+/// Section 8: `GET /metrics` (a new connection each, as Prometheus
+/// scrapes) of a master running 1000 workers, from the request's first
+/// byte to the answer's last.
+fn metrics_of_1000(quick: bool) {
+    const WORKERS: usize = 1000;
+    let requests = if quick { 100 } else { 500 };
+    section(&format!(
+        "8. GET /metrics of a master running {WORKERS} `sleep` workers ({requests} requests, a new connection each)"
+    ));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let endpoint = addr.to_string();
+    let mut master = Master::start(WORKERS, &["--status-listen", &endpoint], SLEEPER, None);
+    master.wait_for_workers(WORKERS, Duration::from_secs(120));
+    let mut times = Vec::new();
+    let mut size = 0;
+    for _ in 0..requests {
+        let t0 = Instant::now();
+        let answer = httpload::get(addr, "/metrics").expect("an answer");
+        times.push(t0.elapsed());
+        assert_eq!(answer.status, 200);
+        size += 1;
+    }
+    master.stop(Signal::SIGTERM);
+    let s = Summary::of(&times);
+    println!("| requests | median | p90 | p99 | max |");
+    println!("| ---: | ---: | ---: | ---: | ---: |");
+    println!(
+        "| {size} | {} | {} | {} | {} |",
+        fmt(s.median),
+        fmt(s.p90),
+        fmt(s.p99),
+        fmt(s.max)
+    );
+    verdict(
+        "median GET /metrics with 1000 workers",
+        s.median,
+        Duration::from_millis(2),
+    );
+    println!("load average after: {}", loadavg());
 }
 
 /// Section 7, respawn latency with nobody on the status endpoint, then while a

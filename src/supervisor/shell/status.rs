@@ -59,16 +59,22 @@ impl Shell {
         self.endpoint.as_ref()?.server.deadline()
     }
 
-    /// Serves what `poll` found ready, and closes idle connections. A
-    /// page is built once per turn, at the first request that needs it.
+    /// Serves what `poll` found ready, and closes idle connections. The
+    /// pool's view is built once per turn, at the first request that needs
+    /// it; with the workers' statuses (a read of each file) only for the
+    /// pages that show them.
     pub(super) fn serve_status(&mut self, fired: &[(RawFd, PollFlags)], now: Instant) {
         let Some(mut endpoint) = self.endpoint.take() else {
             return;
         };
-        let mut view = None;
+        let (mut full, mut light) = (None, None);
         for &(fd, revents) in fired {
             let mut site = |request: &http::Request| {
-                let view = view.get_or_insert_with(|| self.pool_view());
+                let view = if request.path.starts_with("/status") {
+                    full.get_or_insert_with(|| self.pool_view(true))
+                } else {
+                    light.get_or_insert_with(|| self.pool_view(false))
+                };
                 http::respond(request, view)
             };
             endpoint.server.ready(fd, revents, now, &mut site);
@@ -95,8 +101,9 @@ impl Shell {
         Ok(())
     }
 
-    /// The pool as the pages show it.
-    fn pool_view(&self) -> PoolView {
+    /// The pool as the pages show it; `statuses`: with what each worker's
+    /// status file says.
+    fn pool_view(&self, statuses: bool) -> PoolView {
         let now = Instant::now();
         let wall = SystemTime::now();
         let snapshot = self.snapshot();
@@ -107,7 +114,7 @@ impl Shell {
             .map(|(slot, s)| {
                 let file = s.pid.and_then(|pid| self.files.get(&pid));
                 let state = file.and_then(|f| f.state().ok()).filter(|st| st.written);
-                let status = match file.map(shown_status) {
+                let status = match file.filter(|_| statuses).map(shown_status) {
                     Some(Status::Written(bytes)) => Some(bytes),
                     _ => None,
                 };
