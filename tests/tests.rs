@@ -26,6 +26,7 @@ mod supervisor_messages;
 mod supervisor_notify;
 mod supervisor_output;
 mod supervisor_ready;
+mod supervisor_recycle;
 mod supervisor_signals;
 mod supervisor_stuck;
 

@@ -201,6 +201,25 @@ layer! {
         #[arg(long, value_name = "N", value_parser = value::count::parse)]
         #[serde(with = "value::count")]
         pub min_workers: Option<u32>,
+
+        /// Replace a worker older than this, its replacement started and
+        /// ready first [default: never]
+        #[arg(long, value_name = "DURATION", value_parser = value::duration::parse)]
+        #[serde(with = "value::duration")]
+        pub max_lifetime: Option<Duration>,
+
+        /// Up to this much more lifetime, a share per worker, so that workers
+        /// started together are not recycled together [default: 0s]
+        #[arg(long, value_name = "DURATION", value_parser = value::duration::parse)]
+        #[serde(with = "value::duration")]
+        pub max_lifetime_jitter: Option<Duration>,
+
+        /// Replace a worker whose resident memory (with its descendants')
+        /// is over SIZE (bytes, or with KiB, MiB, GiB), sampled at each check
+        /// [default: no limit]
+        #[arg(long, value_name = "SIZE", value_parser = value::size::parse)]
+        #[serde(with = "value::size")]
+        pub max_rss: Option<u64>,
     }
 }
 
@@ -255,6 +274,9 @@ impl Layer {
             log_format,
             status_listen,
             min_workers,
+            max_lifetime,
+            max_lifetime_jitter,
+            max_rss,
         } = self;
         let defaults = Config::default();
         let command = command.ok_or(
@@ -304,6 +326,9 @@ impl Layer {
             log_format: log_format.unwrap_or(defaults.log_format),
             status_listen,
             min_workers: min_workers.map_or(defaults.min_workers, |n| n as usize),
+            max_lifetime: max_lifetime.filter(|d| !d.is_zero()),
+            max_lifetime_jitter: max_lifetime_jitter.unwrap_or(defaults.max_lifetime_jitter),
+            max_rss,
         })
     }
 }
@@ -342,6 +367,9 @@ impl From<&Config> for Layer {
             log_format: Some(config.log_format),
             status_listen: config.status_listen.clone(),
             min_workers: Some(config.min_workers as u32),
+            max_lifetime: config.max_lifetime,
+            max_lifetime_jitter: Some(config.max_lifetime_jitter),
+            max_rss: config.max_rss,
         }
     }
 }

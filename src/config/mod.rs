@@ -63,6 +63,14 @@ pub struct Config {
     pub status_listen: Option<ListenAddr>,
     /// Live workers below this make /healthz answer 503.
     pub min_workers: usize,
+    /// A worker older than this is replaced (its replacement ready first).
+    pub max_lifetime: Option<Duration>,
+    /// Up to this much more, a share picked per worker: workers started
+    /// together are not recycled together.
+    pub max_lifetime_jitter: Duration,
+    /// A worker whose memory (resident, with its descendants) is over this
+    /// many bytes is replaced.
+    pub max_rss: Option<u64>,
 }
 
 /// How the master's log lines look.
@@ -162,6 +170,9 @@ impl Default for Config {
             log_format: LogFormat::Text,
             status_listen: None,
             min_workers: 1,
+            max_lifetime: None,
+            max_lifetime_jitter: Duration::ZERO,
+            max_rss: None,
         }
     }
 }

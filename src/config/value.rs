@@ -451,3 +451,74 @@ pub mod log_format {
         }
     }
 }
+
+/// A size in bytes: a whole number, or one with a unit: `KiB`, `MiB`,
+/// `GiB` (or `K`, `M`, `G`, the same powers of 1024).
+pub mod size {
+    use std::fmt;
+
+    use serde::de::{self, Deserializer, Visitor};
+    use serde::Serializer;
+
+    pub fn parse(text: &str) -> Result<u64, String> {
+        let bad = || {
+            format!(
+                "{text:?} is not a size: bytes, or a number with KiB, MiB or GiB, like \"512MiB\""
+            )
+        };
+        let t = text.trim();
+        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+        let (number, unit) = t.split_at(split);
+        let n: u64 = number.parse().map_err(|_| bad())?;
+        let scale: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "K" | "KiB" | "k" => 1 << 10,
+            "M" | "MiB" => 1 << 20,
+            "G" | "GiB" => 1 << 30,
+            _ => return Err(bad()),
+        };
+        n.checked_mul(scale).filter(|&b| b > 0).ok_or_else(bad)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        d.deserialize_any(SizeVisitor).map(Some)
+    }
+
+    pub fn serialize<S: Serializer>(value: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(bytes) if bytes % (1 << 20) == 0 => {
+                s.serialize_str(&format!("{}MiB", bytes >> 20))
+            }
+            Some(bytes) if bytes % (1 << 10) == 0 => {
+                s.serialize_str(&format!("{}KiB", bytes >> 10))
+            }
+            Some(bytes) => s.serialize_u64(*bytes),
+            None => s.serialize_none(),
+        }
+    }
+
+    struct SizeVisitor;
+
+    impl Visitor<'_> for SizeVisitor {
+        type Value = u64;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a size: bytes, or a string like \"512MiB\"")
+        }
+
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<u64, E> {
+            parse(text).map_err(E::custom)
+        }
+
+        fn visit_i64<E: de::Error>(self, n: i64) -> Result<u64, E> {
+            u64::try_from(n)
+                .ok()
+                .filter(|&n| n > 0)
+                .ok_or_else(|| E::custom(format!("{n} is not a size of at least 1 byte")))
+        }
+
+        fn visit_u64<E: de::Error>(self, n: u64) -> Result<u64, E> {
+            self.visit_i64(i64::try_from(n).unwrap_or(-1))
+        }
+    }
+}

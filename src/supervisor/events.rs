@@ -198,6 +198,16 @@ pub enum Event {
         #[serde(serialize_with = "json::signal")]
         signal: Signal,
     },
+    Recycling {
+        #[serde(serialize_with = "json::pid")]
+        pid: Pid,
+        slot: usize,
+        #[serde(serialize_with = "json::secs")]
+        uptime: Duration,
+        /// Its memory, when that is the reason.
+        rss: Option<u64>,
+        max_rss: Option<u64>,
+    },
     AddRefused {
         why: String,
     },
@@ -427,6 +437,18 @@ impl fmt::Display for Event {
                  worker can start until it can",
                 dir.display()
             ),
+            Recycling { pid, slot, uptime, rss: Some(rss), max_rss } => write!(
+                f,
+                "recycling worker pid={pid} slot={slot} after {:.0}s: its memory ({}) is over max_rss ({})",
+                uptime.as_secs_f64(),
+                mib(*rss),
+                mib(max_rss.unwrap_or_default())
+            ),
+            Recycling { pid, slot, uptime, rss: None, .. } => write!(
+                f,
+                "recycling worker pid={pid} slot={slot} after {:.0}s: max_lifetime reached",
+                uptime.as_secs_f64()
+            ),
             RolloutStep { old, slot, signal } => write!(
                 f,
                 "rolling restart: retiring worker pid={old} slot={slot}: {}",
@@ -503,6 +525,8 @@ pub struct Counters {
     pub rollouts_aborted: u64,
     /// Workers killed for not being ready within the start timeout.
     pub not_ready: u64,
+    /// Workers replaced for their age or their memory.
+    pub recycles: u64,
     /// From a worker's death to its replacement's exec.
     #[serde(skip)]
     pub respawn_latency: Histogram,
@@ -531,12 +555,18 @@ impl Counters {
                 self.not_ready += 1;
             }
             Event::BoardChecked { took, .. } => self.board_check.observe(*took),
+            Event::Recycling { .. } => self.recycles += 1,
             Event::Reloaded | Event::RolloutBegun { .. } => self.reloads += 1,
             Event::ReloadFailed { .. } => self.reloads_failed += 1,
             Event::RolloutAborted { .. } => self.rollouts_aborted += 1,
             _ => {}
         }
     }
+}
+
+/// `bytes` in MiB, for a sentence.
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
 /// How the events' fields look in JSON: pids and codes as numbers,

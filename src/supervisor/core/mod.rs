@@ -11,6 +11,7 @@
 mod ready;
 #[cfg(test)]
 mod ready_tests;
+mod recycle;
 mod rollout;
 mod slots;
 mod stop;
@@ -221,8 +222,7 @@ impl Pool {
     pub fn slot_of_worker(&self, pid: Pid) -> Option<usize> {
         self.slot_of(pid).or_else(|| {
             let r = self.rollout()?;
-            r.targets()
-                .zip(r.incoming())
+            r.incoming_slots()
                 .find(|(_, w)| w.pid == pid)
                 .map(|(slot, _)| slot)
         })
@@ -329,12 +329,14 @@ impl Pool {
             .filter(|o| !o.killed)
             .filter_map(|o| o.deadline);
         let ready = stopping.is_none().then(|| self.readiness_deadline());
+        let recycle = stopping.is_none().then(|| self.recycle_deadline());
         spawns
             .chain(drains)
             .chain(stop)
             .chain(check)
             .chain(orphans)
             .chain(ready.flatten())
+            .chain(recycle.flatten())
             .min()
     }
 
@@ -344,6 +346,7 @@ impl Pool {
         self.enforce_deadlines(now);
         if !self.is_stopping() {
             self.readiness_due(now);
+            self.lifetimes_due(now);
         }
         self.advance_rollout();
         self.spawn_due(now);

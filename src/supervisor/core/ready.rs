@@ -23,12 +23,7 @@ impl Pool {
             .iter()
             .enumerate()
             .filter_map(|(i, s)| s.worker.as_ref().map(|w| (i, w)));
-        let incoming = self.rollout().into_iter().flat_map(|r| {
-            r.targets()
-                .zip(r.incoming())
-                .collect::<Vec<_>>()
-                .into_iter()
-        });
+        let incoming = self.rollout().into_iter().flat_map(|r| r.incoming_slots());
         in_slots.chain(incoming).filter(|(_, w)| w.ready.is_none())
     }
 

@@ -246,3 +246,68 @@ fn respawn_latency_runs_from_a_death_to_the_replacement_s_exec() {
     assert_eq!(latency.counts[3], 1);
     assert!((latency.sum_secs - 0.003).abs() < 1e-9);
 }
+
+#[test]
+fn a_worker_past_its_lifetime_is_replaced_once_its_replacement_is_ready() {
+    let mut h = Harness::with(Config {
+        ready: Ready::Report,
+        max_lifetime: Some(Duration::from_secs(60)),
+        max_lifetime_jitter: Duration::from_secs(10),
+        ..config(2, "./worker")
+    });
+    let old = start_ready(&mut h);
+    // Each worker's end lies in [60 s, 70 s], its own point in the jitter.
+    let next = h.pool.next_deadline().unwrap();
+    assert!(next >= h.now + Duration::from_secs(60) && next <= h.now + Duration::from_secs(70));
+    h.advance(Duration::from_secs(70));
+    let forked = h.tick();
+    // One at a time (max_surge 1), and the old one stays until then.
+    assert_eq!(forked.len(), 1);
+    assert_eq!(
+        h.logged(|e| matches!(e, Event::Recycling { rss: None, .. })),
+        2
+    );
+    assert!(h.terminated.is_empty());
+    let (slot, new, spec) = forked[0].clone();
+    assert_eq!(spec.generation, 1, "the same spec");
+    h.exec_ok(new);
+    assert!(
+        h.terminated.is_empty(),
+        "retired before its replacement is ready"
+    );
+    h.pool.reported(new, h.now);
+    h.run_effects();
+    assert_eq!(h.terminated, [old[slot]]);
+    assert_eq!(h.pool.snapshot().counters.recycles, 2);
+}
+
+#[test]
+fn a_worker_over_max_rss_is_recycled_and_a_failed_replacement_is_not_retried_at_once() {
+    let mut h = Harness::with(Config {
+        ready: Ready::Report,
+        max_rss: Some(100 << 20),
+        ..config(1, "./worker")
+    });
+    let old = start_ready(&mut h)[0];
+    h.pool.measured_rss(old, 50 << 20, h.now);
+    assert!(h.tick().is_empty(), "under the limit");
+    h.pool.measured_rss(old, 150 << 20, h.now);
+    h.run_effects();
+    assert_eq!(
+        h.logged(|e| matches!(e, Event::Recycling { rss: Some(_), .. })),
+        1
+    );
+    let (_, new, _) = h.tick()[0].clone();
+    h.exec_ok(new);
+    h.exit(new, Ended::Exited(1));
+    // The replacement died: the old worker stays, and is not marked again
+    // before the longest backoff.
+    assert!(h.terminated.is_empty());
+    h.pool.measured_rss(old, 150 << 20, h.now);
+    h.run_effects();
+    assert_eq!(h.logged(|e| matches!(e, Event::Recycling { .. })), 1);
+    h.advance(Duration::from_secs(30));
+    h.pool.measured_rss(old, 150 << 20, h.now);
+    h.run_effects();
+    assert_eq!(h.logged(|e| matches!(e, Event::Recycling { .. })), 2);
+}

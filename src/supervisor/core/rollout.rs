@@ -47,6 +47,16 @@ struct Incoming {
 }
 
 impl Rollout {
+    /// A rollout that only replaces the workers marked for recycling: the
+    /// spec stays, and there is nothing to go back to.
+    pub(super) fn recycling() -> Rollout {
+        Rollout {
+            incoming: Vec::new(),
+            retiring: Vec::new(),
+            previous: None,
+        }
+    }
+
     /// The slots a new worker is being started for.
     pub fn targets(&self) -> impl Iterator<Item = usize> + '_ {
         self.incoming.iter().map(|i| i.slot)
@@ -55,6 +65,13 @@ impl Rollout {
     /// The new workers forked and not ready yet.
     pub fn incoming(&self) -> impl Iterator<Item = &Worker> + '_ {
         self.incoming.iter().filter_map(|i| i.worker.as_ref())
+    }
+
+    /// The same, each with the slot it is for.
+    pub fn incoming_slots(&self) -> impl Iterator<Item = (usize, &Worker)> + '_ {
+        self.incoming
+            .iter()
+            .filter_map(|i| Some((i.slot, i.worker.as_ref()?)))
     }
 
     /// New workers between the request to fork and their exec.
@@ -177,10 +194,9 @@ impl Pool {
         let mut spawns = Vec::new();
         while rollout.incoming.len() + rollout.retiring.len() < surge {
             let next = self.slots.iter().enumerate().position(|(i, s)| {
-                s.worker
-                    .as_ref()
-                    .is_some_and(|w| w.exec == Exec::Done && w.generation < generation)
-                    && !rollout.incoming.iter().any(|inc| inc.slot == i)
+                s.worker.as_ref().is_some_and(|w| {
+                    w.exec == Exec::Done && (w.generation < generation || w.recycle.is_some())
+                }) && !rollout.incoming.iter().any(|inc| inc.slot == i)
             });
             let Some(slot) = next else { break };
             let old = self.slots[slot].pid().expect("position() found a worker");
@@ -196,10 +212,11 @@ impl Pool {
             let spec = Arc::clone(&self.spec);
             self.effects.push(Effect::Spawn { slot, spec });
         }
-        let old_left = self
-            .slots
-            .iter()
-            .any(|s| s.worker.as_ref().is_some_and(|w| w.generation < generation));
+        let old_left = self.slots.iter().any(|s| {
+            s.worker
+                .as_ref()
+                .is_some_and(|w| w.generation < generation || w.recycle.is_some())
+        });
         if !in_flight && !old_left {
             // (A slot that is empty now starts with the new spec anyway.)
             let workers = self.live_workers();
@@ -394,6 +411,7 @@ impl Pool {
         for pid in others {
             self.stop_worker(pid, None, now);
         }
+        self.recycles_given_up(now);
         let previous = self.rollout_mut().and_then(|r| r.previous.take());
         // With nothing to go back to (this was a rollback), every worker
         // stays as it is: retrying would fail again, at every turn.

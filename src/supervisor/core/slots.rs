@@ -31,6 +31,10 @@ pub struct Worker {
     /// Since when it is ready (see [`crate::config::Ready`]); `None` while
     /// it starts.
     pub ready: Option<Instant>,
+    /// It is to be replaced, and why.
+    pub recycle: Option<super::recycle::Recycle>,
+    /// A recycle failed: not tried again before this.
+    pub recycle_retry: Option<Instant>,
 }
 
 impl Worker {
@@ -43,6 +47,8 @@ impl Worker {
             exec: Exec::Pending,
             unheld_checks: 0,
             ready: None,
+            recycle: None,
+            recycle_retry: None,
         }
     }
 }

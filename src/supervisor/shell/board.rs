@@ -24,6 +24,14 @@ impl Shell {
             .iter()
             .map(|&(slot, pid)| self.observe(slot, pid))
             .collect();
+        if self.pool.config().max_rss.is_some() {
+            let now = Instant::now();
+            for &(_, pid) in &running {
+                if let Some(rss) = super::memory::tree_rss(pid) {
+                    self.pool.measured_rss(pid, rss, now);
+                }
+            }
+        }
         for silent in self.pool.judge(clocks, &seen) {
             let last = match self.files.get(&silent.pid).map(shown_status) {
                 Some(Status::Written(status)) => LastStatus::Was(render::escape(&status)),

@@ -12,6 +12,7 @@
 mod board;
 mod children;
 mod dump;
+mod memory;
 mod notify;
 mod status;
 

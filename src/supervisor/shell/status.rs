@@ -160,6 +160,7 @@ impl Shell {
                     ("stuck", c.stuck_kills),
                     ("not_ready", c.not_ready),
                     ("spawn_failed", c.spawn_failures - c.not_ready),
+                    ("recycle", c.recycles),
                 ],
                 stuck_kills: c.stuck_kills,
                 spawn_failures: c.spawn_failures,
