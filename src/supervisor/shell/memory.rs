@@ -10,6 +10,10 @@ use nix::unistd::Pid;
 /// The most processes counted under one worker.
 const MAX_TREE: usize = 256;
 
+/// The most workers measured by one board check; the next check goes on
+/// from where it stopped.
+pub(super) const RSS_PER_CHECK: usize = 100;
+
 /// Resident bytes of `pid` and its descendants; `None` when `pid` is gone.
 pub(super) fn tree_rss(pid: Pid) -> Option<u64> {
     let page = page_size();

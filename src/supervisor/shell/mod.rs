@@ -53,6 +53,8 @@ pub struct Shell {
     pub(super) source: Source,
     /// The listening sockets, kept across reloads.
     pub(super) listeners: Listeners,
+    /// Where the next board check goes on measuring workers' memory.
+    pub(super) rss_cursor: usize,
     /// The HTTP status endpoint, when `status_listen` asks for one.
     pub(super) endpoint: Option<status::Endpoint>,
     /// systemd's notification socket, when we run under it.
@@ -117,6 +119,7 @@ impl Shell {
             listeners,
             notifier,
             endpoint,
+            rss_cursor: 0,
             notified: notify::Notified::default(),
             files: HashMap::new(),
             starting: Vec::new(),
