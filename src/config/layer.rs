@@ -23,6 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{value, Backoff, Config, LogFormat, Ready};
 use crate::listen::ListenAddr;
+use crate::supervisor::spawn::privileges;
 
 /// Declares [`Layer`], and from its list of fields the code that has to
 /// visit every one of them.
@@ -220,6 +221,44 @@ layer! {
         #[arg(long, value_name = "SIZE", value_parser = value::size::parse)]
         #[serde(with = "value::size")]
         pub max_rss: Option<u64>,
+
+        /// Run the workers as this user (a name, or a number), with its
+        /// groups as initgroups sets them; the master must be root
+        /// [default: the master's user]
+        #[arg(long, value_name = "USER")]
+        #[serde(with = "value::account")]
+        pub user: Option<String>,
+
+        /// Run the workers with this group (a name, or a number); given
+        /// alone, the workers keep the master's user [default: the user's
+        /// primary group, or the master's]
+        #[arg(long, value_name = "GROUP")]
+        #[serde(with = "value::account")]
+        pub group: Option<String>,
+
+        /// The workers' umask, in octal like 0027 [default: the master's]
+        #[arg(long, value_name = "MODE", value_parser = value::mode::parse)]
+        #[serde(with = "value::mode")]
+        pub umask: Option<u32>,
+
+        /// The workers' limit on open descriptors (RLIMIT_NOFILE, soft and
+        /// hard): a number or "unlimited" [default: the limit prefork was
+        /// started with]
+        #[arg(long, value_name = "N", value_parser = value::rlimit::parse)]
+        #[serde(with = "value::rlimit")]
+        pub rlimit_nofile: Option<u64>,
+
+        /// The workers' largest core dump in bytes (RLIMIT_CORE, soft and
+        /// hard): a number or "unlimited"; 0 for none [default: the master's]
+        #[arg(long, value_name = "BYTES", value_parser = value::rlimit::parse)]
+        #[serde(with = "value::rlimit")]
+        pub rlimit_core: Option<u64>,
+
+        /// The workers' nice value, from -20 (first served) to 19
+        /// [default: the master's]
+        #[arg(long, value_name = "N", value_parser = value::nice::parse, allow_negative_numbers = true)]
+        #[serde(with = "value::nice")]
+        pub nice: Option<i32>,
     }
 }
 
@@ -277,6 +316,12 @@ impl Layer {
             max_lifetime,
             max_lifetime_jitter,
             max_rss,
+            user,
+            group,
+            umask,
+            rlimit_nofile,
+            rlimit_core,
+            nice,
         } = self;
         let defaults = Config::default();
         let command = command.ok_or(
@@ -302,6 +347,10 @@ impl Layer {
                 crate::duration::display(backoff.max)
             ));
         }
+        // Names become numbers now, so that an unknown user or group, or a
+        // switch the master may not make, refuses the start or the reload.
+        let run_as = privileges::resolve(user.as_deref(), group.as_deref())?;
+        privileges::check_limits(rlimit_nofile, rlimit_core, nice)?;
         // A key set twice keeps its last value.
         let env: BTreeMap<String, String> = env.into_iter().collect();
         Ok(Config {
@@ -329,6 +378,11 @@ impl Layer {
             max_lifetime: max_lifetime.filter(|d| !d.is_zero()),
             max_lifetime_jitter: max_lifetime_jitter.unwrap_or(defaults.max_lifetime_jitter),
             max_rss,
+            run_as,
+            umask,
+            rlimit_nofile,
+            rlimit_core,
+            nice,
         })
     }
 }
@@ -370,6 +424,12 @@ impl From<&Config> for Layer {
             max_lifetime: config.max_lifetime,
             max_lifetime_jitter: Some(config.max_lifetime_jitter),
             max_rss: config.max_rss,
+            user: config.run_as.as_ref().and_then(|r| r.user.clone()),
+            group: config.run_as.as_ref().and_then(|r| r.group.clone()),
+            umask: config.umask,
+            rlimit_nofile: config.rlimit_nofile,
+            rlimit_core: config.rlimit_core,
+            nice: config.nice,
         }
     }
 }

@@ -17,6 +17,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 
 use crate::listen::ListenAddr;
+pub use crate::supervisor::spawn::RunAs;
 
 /// A ceiling on the worker count: beyond it a typo (an extra zero) would
 /// fork-bomb the machine.
@@ -71,6 +72,17 @@ pub struct Config {
     /// A worker whose memory (resident, with its descendants) is over this
     /// many bytes is replaced.
     pub max_rss: Option<u64>,
+    /// Who the workers run as, resolved to numbers. `None`: the master's
+    /// user and groups.
+    pub run_as: Option<RunAs>,
+    /// `None`: the master's.
+    pub umask: Option<u32>,
+    /// Soft and hard. `None`: what the master was started with.
+    pub rlimit_nofile: Option<u64>,
+    /// Soft and hard. `None`: the master's.
+    pub rlimit_core: Option<u64>,
+    /// `None`: the master's.
+    pub nice: Option<i32>,
 }
 
 /// How the master's log lines look.
@@ -173,6 +185,11 @@ impl Default for Config {
             max_lifetime: None,
             max_lifetime_jitter: Duration::ZERO,
             max_rss: None,
+            run_as: None,
+            umask: None,
+            rlimit_nofile: None,
+            rlimit_core: None,
+            nice: None,
         }
     }
 }

@@ -522,3 +522,148 @@ pub mod size {
         }
     }
 }
+
+/// A user or a group: a name, or a number (a TOML integer or a string).
+/// Whether it exists is checked when the configuration is loaded.
+pub mod account {
+    use std::fmt;
+
+    use serde::de::{self, Deserializer, Visitor};
+    use serde::Serializer;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        d.deserialize_any(AccountVisitor).map(Some)
+    }
+
+    pub fn serialize<S: Serializer>(value: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(name) => s.serialize_str(name),
+            None => s.serialize_none(),
+        }
+    }
+
+    struct AccountVisitor;
+
+    impl Visitor<'_> for AccountVisitor {
+        type Value = String;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a name, or a number")
+        }
+
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<String, E> {
+            match text {
+                "" => Err(E::custom("the name is empty")),
+                _ => Ok(text.to_string()),
+            }
+        }
+
+        fn visit_i64<E: de::Error>(self, n: i64) -> Result<String, E> {
+            u32::try_from(n)
+                .map(|n| n.to_string())
+                .map_err(|_| E::custom(format!("{n} is not a user or group number")))
+        }
+    }
+}
+
+/// A resource limit: a number, or `"unlimited"`.
+pub mod rlimit {
+    use std::fmt;
+
+    use serde::de::{self, Deserializer, Visitor};
+    use serde::Serializer;
+
+    use crate::supervisor::spawn::UNLIMITED;
+
+    pub fn parse(text: &str) -> Result<u64, String> {
+        match text {
+            "unlimited" | "infinity" => Ok(UNLIMITED),
+            _ => text
+                .parse::<u64>()
+                .ok()
+                .filter(|&n| n != UNLIMITED)
+                .ok_or_else(|| format!("{text:?} is not a limit: a whole number or \"unlimited\"")),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        d.deserialize_any(LimitVisitor).map(Some)
+    }
+
+    pub fn serialize<S: Serializer>(value: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(UNLIMITED) => s.serialize_str("unlimited"),
+            // TOML integers are signed: a larger limit is written as a string.
+            Some(n) => match i64::try_from(*n) {
+                Ok(n) => s.serialize_i64(n),
+                Err(_) => s.serialize_str(&n.to_string()),
+            },
+            None => s.serialize_none(),
+        }
+    }
+
+    struct LimitVisitor;
+
+    impl Visitor<'_> for LimitVisitor {
+        type Value = u64;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a whole number or \"unlimited\"")
+        }
+
+        fn visit_str<E: de::Error>(self, text: &str) -> Result<u64, E> {
+            parse(text).map_err(E::custom)
+        }
+
+        fn visit_i64<E: de::Error>(self, n: i64) -> Result<u64, E> {
+            u64::try_from(n).map_err(|_| E::custom(format!("{n} is not a limit: it is negative")))
+        }
+    }
+}
+
+/// A nice value, from -20 to 19.
+pub mod nice {
+    use std::fmt;
+
+    use serde::de::{self, Deserializer, Visitor};
+    use serde::{Serialize, Serializer};
+
+    pub fn parse(text: &str) -> Result<i32, String> {
+        text.parse::<i64>()
+            .map_err(|_| format!("{text:?} is not a nice value: a whole number from -20 to 19"))
+            .and_then(check)
+    }
+
+    fn check(n: i64) -> Result<i32, String> {
+        match n {
+            -20..=19 => Ok(n as i32),
+            _ => Err(format!("{n} is not a nice value: from -20 to 19")),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i32>, D::Error> {
+        d.deserialize_any(NiceVisitor).map(Some)
+    }
+
+    pub fn serialize<S: Serializer>(value: &Option<i32>, s: S) -> Result<S::Ok, S::Error> {
+        value.serialize(s)
+    }
+
+    struct NiceVisitor;
+
+    impl Visitor<'_> for NiceVisitor {
+        type Value = i32;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a whole number from -20 to 19")
+        }
+
+        fn visit_i64<E: de::Error>(self, n: i64) -> Result<i32, E> {
+            check(n).map_err(E::custom)
+        }
+
+        fn visit_u64<E: de::Error>(self, n: u64) -> Result<i32, E> {
+            check(i64::try_from(n).unwrap_or(i64::MAX)).map_err(E::custom)
+        }
+    }
+}

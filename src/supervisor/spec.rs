@@ -5,7 +5,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::config::Config;
+use crate::config::{Config, RunAs};
 use crate::listen::Listener;
 
 /// Everything that makes two workers the same program in the same setting.
@@ -23,6 +23,13 @@ pub struct WorkerSpec {
     /// the first spec, one more for each spec rolled out. Not part of what
     /// makes two specs the same.
     pub generation: u64,
+    /// Who the worker runs as (`None`: the master's user).
+    pub run_as: Option<RunAs>,
+    /// Its umask, resource limits and nice value (`None`: inherited).
+    pub umask: Option<u32>,
+    pub rlimit_nofile: Option<u64>,
+    pub rlimit_core: Option<u64>,
+    pub nice: Option<i32>,
 }
 
 impl PartialEq for WorkerSpec {
@@ -36,6 +43,11 @@ impl PartialEq for WorkerSpec {
                 .iter()
                 .zip(&other.sockets)
                 .all(|(a, b)| Arc::ptr_eq(a, b))
+            && self.run_as == other.run_as
+            && self.umask == other.umask
+            && self.rlimit_nofile == other.rlimit_nofile
+            && self.rlimit_core == other.rlimit_core
+            && self.nice == other.nice
     }
 }
 
@@ -54,6 +66,11 @@ impl WorkerSpec {
             working_directory: config.working_directory.clone(),
             sockets,
             generation: 1,
+            run_as: config.run_as.clone(),
+            umask: config.umask,
+            rlimit_nofile: config.rlimit_nofile,
+            rlimit_core: config.rlimit_core,
+            nice: config.nice,
         }
     }
 

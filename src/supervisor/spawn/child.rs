@@ -28,6 +28,21 @@ pub(super) struct Child {
     pub(super) devnull: RawFd,
     pub(super) report: std::cell::Cell<RawFd>,
     pub(super) master_pid: libc::pid_t,
+    /// The worker's own limits, umask, nice value, and the user it
+    /// switches to (see [`Identity`]).
+    pub(super) rlimit_core: Option<libc::rlimit>,
+    pub(super) nice: Option<libc::c_int>,
+    pub(super) umask: Option<libc::mode_t>,
+    pub(super) identity: Option<Identity>,
+}
+
+/// The privilege drop, in numbers resolved before the fork.
+pub(super) struct Identity {
+    /// The supplementary groups (`groups_len` of them), or none to keep.
+    pub(super) groups: Option<*const libc::gid_t>,
+    pub(super) groups_len: usize,
+    pub(super) gid: libc::gid_t,
+    pub(super) uid: Option<libc::uid_t>,
 }
 
 impl Child {
@@ -100,14 +115,32 @@ impl Child {
             }
         }
         cloexec_above(status_fd);
-        // The descriptor limit the master was started with: a worker
-        // written for it (select(), say) must not get the master's raised
-        // one. Last: until exec closes them, the child holds the master's
-        // descriptors, above that limit, and registering needs one more.
+        // The descriptor limit the master was started with (a worker written
+        // for it, with select() say, must not get the master's raised one),
+        // or the configured one. Late: until exec closes them, the child
+        // holds the master's descriptors, above that limit, and registering
+        // needs one more.
         if let Some(limit) = &self.nofile {
             if libc::setrlimit(libc::RLIMIT_NOFILE, limit) < 0 {
-                self.fail(Stage::Setup, errno());
+                self.fail(Stage::Nofile, errno());
             }
+        }
+        if let Some(limit) = &self.rlimit_core {
+            if libc::setrlimit(libc::RLIMIT_CORE, limit) < 0 {
+                self.fail(Stage::Core, errno());
+            }
+        }
+        if let Some(nice) = self.nice {
+            // `which` is an int in POSIX and an enum in glibc's header.
+            if libc::setpriority(libc::PRIO_PROCESS as _, 0, nice) < 0 {
+                self.fail(Stage::Nice, errno());
+            }
+        }
+        if let Some(mask) = self.umask {
+            libc::umask(mask);
+        }
+        if let Some(identity) = &self.identity {
+            self.drop_privileges(identity);
         }
         libc::execve(self.path, self.argv, self.envp);
         let e = errno();
@@ -115,6 +148,37 @@ impl Child {
             libc::execve(*self.sh_argv, self.sh_argv, self.envp);
         }
         self.fail(Stage::Exec, e)
+    }
+
+    /// Last before exec: everything that needed the master's privileges
+    /// (its status file, opened read-write and locked; its sockets; the
+    /// limits) is done. Groups first: once the uid is not root's, neither
+    /// setgroups nor setgid is allowed.
+    ///
+    /// # Safety
+    /// Only in the child of `fork`, with `to.groups` valid.
+    unsafe fn drop_privileges(&self, to: &Identity) {
+        if let Some(groups) = to.groups {
+            if libc::setgroups(to.groups_len, groups) < 0 {
+                self.fail(Stage::Groups, errno());
+            }
+        }
+        if libc::setgid(to.gid) < 0 {
+            self.fail(Stage::Group, errno());
+        }
+        if let Some(uid) = to.uid {
+            if libc::setuid(uid) < 0 {
+                self.fail(Stage::User, errno());
+            }
+        }
+        // A change of effective uid or gid clears the parent-death signal
+        // (prctl(2)): set it again, and check again that the master lives.
+        if let Err(e) = nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL) {
+            self.fail(Stage::Setup, e as i32);
+        }
+        if nix::unistd::getppid().as_raw() != self.master_pid {
+            self.fail(Stage::Setup, libc::ESRCH);
+        }
     }
 
     /// Reports the failed stage and its errno to the master, and exits.

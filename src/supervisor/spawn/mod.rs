@@ -23,7 +23,15 @@
 //! - `dup2`: each listening socket onto 3, 4, ...; `getpid`, its digits
 //!   written into `LISTEN_PID`'s buffer, allocated before the fork;
 //! - `chdir`, `close_range` (or `fcntl` on each descriptor);
-//! - `setrlimit`: the descriptor limit the master was started with;
+//! - `setrlimit`: the descriptor limit the master was started with, or the
+//!   configured `rlimit_nofile`; `rlimit_core`;
+//! - `setpriority` (`nice`) and `umask`: plain system calls;
+//! - `setgroups`, `setgid`, `setuid`: the worker's user and groups, as
+//!   numbers resolved when the configuration was loaded
+//!   ([`privileges`]); glibc's wrappers signal the process's other threads
+//!   to switch too, and the child of a single-threaded master has none, so
+//!   each is the plain system call. Then `prctl(PR_SET_PDEATHSIG)` and
+//!   `getppid` again: a change of uid or gid clears the parent-death signal;
 //! - `execve` (and `execve` of `/bin/sh` for a script without `#!`, as
 //!   execvp does);
 //! - on failure, `write` of a fixed-size report and `_exit`.
@@ -41,11 +49,13 @@ use nix::unistd::Pid;
 
 mod child;
 mod limits;
+pub mod privileges;
 mod program;
 
-use child::Child;
+use child::{Child, Identity};
 use limits::nofile_soft_limit;
 pub use limits::{raise_nofile_limit, reserve_status_fd};
+pub use privileges::{RunAs, UNLIMITED};
 pub use program::preflight;
 use program::{explain_exec, path_of, resolve};
 
@@ -69,6 +79,13 @@ pub(super) enum Stage {
     Register = 3,
     Chdir = 4,
     Exec = 5,
+    /// The steps of `privileges`: limits, nice value, groups, user.
+    Nofile = 6,
+    Core = 7,
+    Nice = 8,
+    Groups = 9,
+    Group = 10,
+    User = 11,
 }
 
 /// Why a worker could not be started.
@@ -87,6 +104,9 @@ pub enum SpawnError {
     /// `exec` of the program (at this path) failed: not found, not
     /// executable, a missing interpreter...
     Exec(PathBuf, io::Error),
+    /// A limit, the nice value or the switch to the worker's user failed:
+    /// what it was, and why.
+    Privileges(String, io::Error),
 }
 
 impl fmt::Display for SpawnError {
@@ -109,6 +129,7 @@ impl fmt::Display for SpawnError {
                 write!(f, "cannot enter working directory {}: {e}", dir.display())
             }
             SpawnError::Exec(path, e) => f.write_str(&explain_exec(path, e)),
+            SpawnError::Privileges(what, e) => write!(f, "{what}: {e}"),
         }
     }
 }
@@ -125,6 +146,8 @@ pub struct ExecWatch {
     fd: OwnedFd,
     program: PathBuf,
     working_directory: Option<PathBuf>,
+    /// What the child was to become, to name it in a failure.
+    spec: Arc<WorkerSpec>,
 }
 
 pub(super) const REPORT_LEN: usize = 8;
@@ -183,6 +206,17 @@ impl ExecWatch {
                 SpawnError::Chdir(self.working_directory.clone().unwrap_or_default(), e)
             }
             s if s == Stage::Exec as u32 => SpawnError::Exec(self.program.clone(), e),
+            s if (Stage::Nofile as u32..=Stage::User as u32).contains(&s) => {
+                let stage = [
+                    Stage::Nofile,
+                    Stage::Core,
+                    Stage::Nice,
+                    Stage::Groups,
+                    Stage::Group,
+                    Stage::User,
+                ][(s - Stage::Nofile as u32) as usize];
+                SpawnError::Privileges(privileges::describe(stage, &self.spec), e)
+            }
             _ => SpawnError::Setup(e),
         })
     }
@@ -201,6 +235,8 @@ struct Prepared {
     working_directory: Option<CString>,
     /// The master's listening sockets, in the order the worker gets them.
     sockets: Vec<RawFd>,
+    /// The supplementary groups of the worker's user, when it switches.
+    groups: Option<Vec<libc::gid_t>>,
 }
 
 /// The variable naming the running prefork binary, for workers that call
@@ -284,7 +320,18 @@ impl Launcher {
             sockets: sockets.as_mut_ptr(),
             socket_count: sockets.len(),
             listen_pid: listen_pid.as_mut_ptr(),
-            nofile: self.nofile,
+            // The configured limit wins over the one the master was
+            // started with.
+            nofile: spec.rlimit_nofile.map(both).or(self.nofile),
+            rlimit_core: spec.rlimit_core.map(both),
+            nice: spec.nice,
+            umask: spec.umask.map(|m| m as libc::mode_t),
+            identity: spec.run_as.as_ref().map(|r| Identity {
+                groups: prepared.groups.as_ref().map(|g| g.as_ptr()),
+                groups_len: prepared.groups.as_ref().map_or(0, Vec::len),
+                gid: r.gid,
+                uid: r.uid,
+            }),
             devnull: self.devnull.as_raw_fd(),
             report: std::cell::Cell::new(write.as_raw_fd()),
             master_pid: self.master_pid,
@@ -316,6 +363,7 @@ impl Launcher {
                         fd: read,
                         program: PathBuf::from(OsStr::from_bytes(prepared.path.as_bytes())),
                         working_directory: spec.working_directory.clone(),
+                        spec: Arc::clone(spec),
                     },
                 })
             }
@@ -391,6 +439,7 @@ impl Launcher {
             env,
             working_directory,
             sockets: spec.sockets.iter().map(|l| l.fd()).collect(),
+            groups: spec.run_as.as_ref().and_then(|r| r.groups.clone()),
         })
     }
 }
@@ -423,6 +472,14 @@ fn socket_vars(spec: &WorkerSpec) -> Vec<(OsString, OsString)> {
     .into_iter()
     .map(|(k, v)| (k.into(), v.into()))
     .collect()
+}
+
+/// A limit as setrlimit takes it: the same soft and hard.
+fn both(value: u64) -> libc::rlimit {
+    libc::rlimit {
+        rlim_cur: value,
+        rlim_max: value,
+    }
 }
 
 fn argv_tail(argv: &[CString]) -> impl Iterator<Item = CString> + '_ {
