@@ -25,6 +25,7 @@ mod supervisor_log_format;
 mod supervisor_messages;
 mod supervisor_notify;
 mod supervisor_output;
+mod supervisor_privileges;
 mod supervisor_ready;
 mod supervisor_recycle;
 mod supervisor_signals;
