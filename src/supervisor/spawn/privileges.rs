@@ -19,10 +19,11 @@
 
 use std::ffi::CString;
 
-use super::Stage;
-use crate::supervisor::spec::WorkerSpec;
 use nix::sys::resource::{getrlimit, Resource};
 use nix::unistd::{getgrouplist, Gid, Group, Uid, User};
+
+use super::Stage;
+use crate::supervisor::spec::WorkerSpec;
 
 /// The user and groups workers switch to, as numbers, with the names they
 /// were given (for messages and `prefork check`).
