@@ -111,6 +111,10 @@ pub(super) fn config_text(
         // at a time, so that rollouts under fire use the surge.
         ("ready".into(), "\"immediate\"".into()),
         ("max_surge".into(), "2".into()),
+        // Workers recycled for their age all along, through everything
+        // else: each lives 8 to 16 s.
+        ("max_lifetime".into(), "\"8s\"".into()),
+        ("max_lifetime_jitter".into(), "\"8s\"".into()),
     ];
     if let Some((key, value)) = tweak {
         match keys.iter_mut().find(|(k, _)| k == key) {
