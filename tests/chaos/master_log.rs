@@ -43,6 +43,11 @@ impl Chaos<'_> {
                     .violation(format!("the master logged: {line}"));
             }
         }
+        if line.contains("max_lifetime reached") {
+            // Not thrown by the driver: the master's own doing, counted to
+            // show that it happened under fire.
+            self.count("recycled for age");
+        }
         if let Some(rest) = after(line, "spawned worker pid=") {
             let pid = leading_number(rest);
             let slot = after(rest, "slot=").and_then(leading_number);
