@@ -123,7 +123,8 @@ impl fmt::Display for SpawnError {
             SpawnError::Fork(e) if e.raw_os_error() == Some(libc::EMFILE) => write!(
                 f,
                 "the master has too many open files (its descriptor limit is {}): raise the hard \
-                 limit (ulimit -Hn, LimitNOFILE=) above twice the number of workers",
+                 limit (ulimit -Hn, LimitNOFILE=) above twice the number of workers (four times \
+                 with worker_output = \"prefix\")",
                 nofile_soft_limit()
             ),
             SpawnError::Fork(e) => write!(f, "fork failed: {e}"),
