@@ -10,11 +10,13 @@
 //!    output or error a pipe nobody reads, full (issue 10);
 //! 7. respawn latency while a loopback load scrapes `/metrics` as fast as
 //!    it answers, against the same master quiet (issue 13);
-//! 8. `GET /metrics` of a master running 1000 workers (issue 13).
+//! 8. `GET /metrics` of a master running 1000 workers (issue 13);
+//! 9. relayed worker output (`--worker-output prefix`): 8 workers writing
+//!    flat out, the master's stdout to /dev/null (issue 14).
 //!
 //! `cargo bench --bench supervisor` runs them all (about 2 min);
 //! `PREFORK_BENCH_QUICK=1` runs a shorter version of each (about 45 s),
-//! `PREFORK_BENCH_ONLY=respawn,startup,idle,check,report,stalled,scrape,metrics` a subset;
+//! `PREFORK_BENCH_ONLY=respawn,startup,idle,check,report,stalled,scrape,metrics,relay` a subset;
 //! `PREFORK_BENCH_BIN=path` measures another build of prefork, and
 //! `PREFORK_BENCH_STARTUP_WORKER="program args"` starts that worker instead
 //! of `sleep 100000` in section 2. Each
@@ -100,6 +102,69 @@ fn main() {
     if wanted("metrics") {
         metrics_of_1000(quick);
     }
+    if wanted("relay") {
+        relay_throughput(quick);
+    }
+}
+
+/// Section 9: what the master relays with `--worker-output prefix` from 8
+/// workers writing as fast as they can (`yes`), its standard output
+/// /dev/null: bytes read from the workers' pipes and written out (the
+/// master's `rchar` and `wchar` in /proc/<pid>/io), and its CPU.
+fn relay_throughput(quick: bool) {
+    const WORKERS: usize = 8;
+    let period = Duration::from_secs(if quick { 3 } else { 10 });
+    section(&format!(
+        "9. Relayed output: {WORKERS} workers running `yes` flat out, `--worker-output prefix`, \
+         the master's stdout /dev/null, over {}",
+        fmt(period)
+    ));
+    println!("| lines | in (read from workers) | out (written, prefixes included) | lines/s | master CPU |");
+    println!("| --- | ---: | ---: | ---: | ---: |");
+    let long = format!("yes {}", "x".repeat(99));
+    for (label, script, line_len) in [
+        ("2 B (`yes`)", "exec yes", 2.0),
+        ("100 B", long.as_str(), 100.0),
+    ] {
+        let mut master = Master::start(
+            WORKERS,
+            &["--worker-output", "prefix"],
+            &["sh", "-c", script],
+            None,
+        );
+        master.wait_for_workers(WORKERS, Duration::from_secs(30));
+        std::thread::sleep(Duration::from_millis(300));
+        let io = |pid: i32| {
+            let text = fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
+            let field = |key: &str| {
+                text.lines()
+                    .find_map(|l| l.strip_prefix(key)?.trim().parse::<u64>().ok())
+                    .unwrap_or(0)
+            };
+            (field("rchar:"), field("wchar:"))
+        };
+        let (r0, w0) = io(master.pid());
+        let u0 = Usage::of(master.pid());
+        let t0 = Instant::now();
+        std::thread::sleep(period);
+        let (r1, w1) = io(master.pid());
+        let cpu = Usage::of(master.pid()).since(&u0).runtime();
+        let secs = t0.elapsed().as_secs_f64();
+        let mb = |bytes: u64| bytes as f64 / secs / 1e6;
+        let input = mb(r1 - r0);
+        println!(
+            "| {label} | {input:.1} MB/s | {:.1} MB/s | {:.2} M | {:.0}% |",
+            mb(w1 - w0),
+            input * 1e6 / line_len / 1e6,
+            cpu.as_secs_f64() / secs * 100.0
+        );
+        master.stop(Signal::SIGTERM);
+    }
+    println!();
+    println!(
+        "in: bytes the master read (its pipes from the workers, and the little else it reads); \
+         out: bytes it wrote, each line with its `[slot S pid P] ` prefix; target (issue 14): in >= 100 MB/s."
+    );
 }
 
 /// Section 8: `GET /metrics` (a new connection each, as Prometheus

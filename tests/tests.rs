@@ -28,6 +28,7 @@ mod supervisor_output;
 mod supervisor_privileges;
 mod supervisor_ready;
 mod supervisor_recycle;
+mod supervisor_relay;
 mod supervisor_signals;
 mod supervisor_stuck;
 

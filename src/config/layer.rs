@@ -21,7 +21,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 
-use super::{value, Backoff, Config, LogFormat, Ready};
+use super::{value, Backoff, Config, LogFormat, Ready, WorkerOutput};
 use crate::listen::ListenAddr;
 use crate::supervisor::spawn::privileges;
 
@@ -259,6 +259,14 @@ layer! {
         #[arg(long, value_name = "N", value_parser = value::nice::parse, allow_negative_numbers = true)]
         #[serde(with = "value::nice")]
         pub nice: Option<i32>,
+
+        /// The workers' standard output and error: inherit (the master's
+        /// own), or prefix (relayed by the master, each line as
+        /// `[slot S pid P] LINE` on the same stream, or a JSON object with
+        /// --log-format json) [default: inherit]
+        #[arg(long, value_name = "MODE", value_parser = value::worker_output::parse)]
+        #[serde(with = "value::worker_output")]
+        pub worker_output: Option<WorkerOutput>,
     }
 }
 
@@ -322,6 +330,7 @@ impl Layer {
             rlimit_nofile,
             rlimit_core,
             nice,
+            worker_output,
         } = self;
         let defaults = Config::default();
         let command = command.ok_or(
@@ -383,6 +392,7 @@ impl Layer {
             rlimit_nofile,
             rlimit_core,
             nice,
+            worker_output: worker_output.unwrap_or(defaults.worker_output),
         })
     }
 }
@@ -430,6 +440,7 @@ impl From<&Config> for Layer {
             rlimit_nofile: config.rlimit_nofile,
             rlimit_core: config.rlimit_core,
             nice: config.nice,
+            worker_output: Some(config.worker_output),
         }
     }
 }

@@ -83,6 +83,8 @@ pub struct Config {
     pub rlimit_core: Option<u64>,
     /// `None`: the master's.
     pub nice: Option<i32>,
+    /// Where the workers' standard output and error go.
+    pub worker_output: WorkerOutput,
 }
 
 /// How the master's log lines look.
@@ -190,6 +192,7 @@ impl Default for Config {
             rlimit_nofile: None,
             rlimit_core: None,
             nice: None,
+            worker_output: WorkerOutput::Inherit,
         }
     }
 }
@@ -211,6 +214,18 @@ pub fn check_interval(interval: Duration) -> Result<(), String> {
         return Err("the check interval must be at least 10ms".into());
     }
     Ok(())
+}
+
+/// Where the workers' standard output and error go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WorkerOutput {
+    /// The master's own descriptors, shared: what the workers write is
+    /// not seen by the master.
+    Inherit,
+    /// A pipe per stream, read by the master's loop: each line is written
+    /// to the master's stream of the same name, prefixed with the worker's
+    /// slot and pid, without ever blocking the loop.
+    Prefix,
 }
 
 #[cfg(test)]

@@ -667,3 +667,35 @@ pub mod nice {
         }
     }
 }
+
+/// `worker_output`: `inherit` or `prefix`.
+pub mod worker_output {
+    use serde::de::{self, Deserializer};
+    use serde::{Deserialize, Serializer};
+
+    use crate::config::WorkerOutput;
+
+    pub fn parse(text: &str) -> Result<WorkerOutput, String> {
+        match text {
+            "inherit" => Ok(WorkerOutput::Inherit),
+            "prefix" => Ok(WorkerOutput::Prefix),
+            _ => Err(format!(
+                "{text:?} is not a worker output mode: \"inherit\" or \"prefix\""
+            )),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<WorkerOutput>, D::Error> {
+        parse(&String::deserialize(d)?)
+            .map(Some)
+            .map_err(de::Error::custom)
+    }
+
+    pub fn serialize<S: Serializer>(value: &Option<WorkerOutput>, s: S) -> Result<S::Ok, S::Error> {
+        match value {
+            Some(WorkerOutput::Inherit) => s.serialize_str("inherit"),
+            Some(WorkerOutput::Prefix) => s.serialize_str("prefix"),
+            None => s.serialize_none(),
+        }
+    }
+}

@@ -5,7 +5,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::config::{Config, RunAs};
+use crate::config::{Config, RunAs, WorkerOutput};
 use crate::listen::Listener;
 
 /// Everything that makes two workers the same program in the same setting.
@@ -30,6 +30,8 @@ pub struct WorkerSpec {
     pub rlimit_nofile: Option<u64>,
     pub rlimit_core: Option<u64>,
     pub nice: Option<i32>,
+    /// Its standard output and error: the master's, or pipes it relays.
+    pub output: WorkerOutput,
 }
 
 impl PartialEq for WorkerSpec {
@@ -48,6 +50,7 @@ impl PartialEq for WorkerSpec {
             && self.rlimit_nofile == other.rlimit_nofile
             && self.rlimit_core == other.rlimit_core
             && self.nice == other.nice
+            && self.output == other.output
     }
 }
 
@@ -71,6 +74,7 @@ impl WorkerSpec {
             rlimit_nofile: config.rlimit_nofile,
             rlimit_core: config.rlimit_core,
             nice: config.nice,
+            output: config.worker_output,
         }
     }
 

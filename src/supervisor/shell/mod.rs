@@ -3,8 +3,8 @@
 //!
 //! One turn of the loop: let the core act on the time (deadlines, rollout,
 //! spawns) and carry that out; wait in `poll` on the signal self-pipe, the
-//! exec-status pipes of starting workers and the output sinks with bytes
-//! waiting, until the core's nearest deadline; then feed the core what
+//! exec-status pipes of starting workers, the output sinks with bytes
+//! waiting and the relayed workers' output pipes ([`relay`]), until the core's nearest deadline; then feed the core what
 //! arrived: exec results, signal requests, reaped children, the board. No
 //! call here blocks: every descriptor polled is non-blocking, output goes
 //! through the sinks, and spawning does not wait for a child's exec.
@@ -14,6 +14,7 @@ mod children;
 mod dump;
 mod memory;
 mod notify;
+mod relay;
 mod status;
 
 pub(super) use status::bind_endpoint;
@@ -65,8 +66,10 @@ pub struct Shell {
     pub(super) files: HashMap<Pid, WatchedFile>,
     /// The exec-status pipes of the workers still starting.
     pub(super) starting: Vec<(Pid, ExecWatch)>,
-    /// Standard output, for the SIGUSR1 board.
+    /// Standard output, for the SIGUSR1 board and relayed worker output.
     pub(super) stdout: Sink,
+    /// The output pipes of the workers, with `worker_output = "prefix"`.
+    relay: relay::Relay,
     /// The board's directory is gone and could not be made again (said once).
     pub(super) board_lost: bool,
     /// The pool changed since the master file was last written, and when
@@ -124,6 +127,7 @@ impl Shell {
             files: HashMap::new(),
             starting: Vec::new(),
             stdout: Sink::open(1, "standard output", BOARD_CAPACITY),
+            relay: relay::Relay::new(),
             board_lost: false,
             unpublished: false,
             published: Instant::now(),
@@ -278,6 +282,13 @@ impl Shell {
                 .flatten()
                 .map(|fd| PollFd::new(borrow(fd), PollFlags::POLLOUT)),
         );
+        let relay_at = fds.len();
+        self.relay.adopt(self.launcher.take_outputs());
+        fds.extend(
+            self.relay
+                .fds()
+                .map(|fd| PollFd::new(borrow(fd), PollFlags::POLLIN)),
+        );
         // EINTR is a wakeup like any other.
         let _ = nix::poll::poll(&mut fds, timeout);
         let fired = |p: &PollFd| p.revents().is_some_and(|r| !r.is_empty());
@@ -293,7 +304,9 @@ impl Shell {
             .zip(&fds[status_at..sinks_at])
             .filter_map(|(&(fd, _), p)| Some((fd, p.revents().filter(|r| !r.is_empty())?)))
             .collect();
-        if fds[sinks_at..].iter().any(fired) {
+        let relayed: Vec<bool> = fds[relay_at..].iter().map(fired).collect();
+        self.relay.pump(&relayed, &mut self.stdout);
+        if fds[sinks_at..relay_at].iter().any(fired) {
             sinks::log_sink(Sink::flush);
             self.stdout.flush();
             if let Some(n) = self.notifier.as_mut() {
@@ -409,6 +422,7 @@ impl Shell {
     /// Reaps every child that has exited: workers, and anything reparented
     /// to us as a subreaper.
     fn reap(&mut self) {
+        self.relay.adopt(self.launcher.take_outputs());
         loop {
             let (pid, how) = match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
                 Ok(WaitStatus::Exited(pid, code)) => (pid, Ended::Exited(code)),
@@ -431,6 +445,7 @@ impl Shell {
             }
             let group_alive = killpg(pid, None).is_ok();
             self.pool.exited(pid, how, group_alive, Instant::now());
+            self.relay.reaped(pid);
             match self.files.remove(&pid) {
                 Some(file) => self.board.remove(&file),
                 // It died before its exec said it runs: perhaps in the
@@ -441,6 +456,8 @@ impl Shell {
         }
         self.pool
             .forget_empty_groups(|pgid| killpg(pgid, None).is_ok());
+        self.relay
+            .close_orphaned(|pgid| killpg(pgid, None).is_ok(), &mut self.stdout);
     }
 
     /// After the last worker: remove their files, and our directory; give
@@ -471,6 +488,8 @@ impl Shell {
                 sinks::log_event(&event);
             }
         }
+        self.relay.adopt(self.launcher.take_outputs());
+        self.relay.finish(&mut self.stdout);
         flush_at_exit(&mut self.stdout, EXIT_PATIENCE);
         sinks::flush_log_at_exit(EXIT_PATIENCE);
     }

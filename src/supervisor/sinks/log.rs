@@ -27,6 +27,36 @@ pub fn set_json_logs(on: bool) {
     JSON.store(on, Ordering::Relaxed);
 }
 
+/// Whether the log is in JSON (relayed worker output follows it).
+pub fn json_logs() -> bool {
+    JSON.load(Ordering::Relaxed)
+}
+
+/// `at` as the JSON log's `time` says it, in UTC to the millisecond, as
+/// env_logger writes it: `2026-01-02T03:04:05.678Z`.
+pub fn rfc3339_millis(at: std::time::SystemTime) -> String {
+    let since = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (days, rest) = ((secs / 86_400) as i64, secs % 86_400);
+    // Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rest / 3600,
+        rest / 60 % 60,
+        rest % 60,
+        since.subsec_millis()
+    )
+}
+
 /// Logs `event`: its sentence, or in JSON its name, its fields and its
 /// sentence. Both come from the one typed event.
 pub fn log_event(event: &Event) {

@@ -19,7 +19,9 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::fd::RawFd;
 
-pub use self::log::{flush_log_at_exit, init_logging, log_event, log_sink, set_json_logs};
+pub use self::log::{
+    flush_log_at_exit, init_logging, json_logs, log_event, log_sink, rfc3339_millis, set_json_logs,
+};
 use nonblocking::Destination;
 
 /// The log's buffer: a few thousand lines of a burst.
@@ -71,6 +73,24 @@ impl Sink {
         }
         self.pending.extend(line);
         self.flush();
+    }
+
+    /// Queues one line made of `parts` (the last ending with a newline)
+    /// whole, or drops it whole, without writing: for a batch of lines,
+    /// written by one [`Sink::flush`] after it.
+    pub fn queue(&mut self, parts: &[&[u8]]) {
+        if self.closed {
+            self.drop_line("its reader closed it");
+            return;
+        }
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        if self.pending.len() + len > self.capacity {
+            self.drop_line("nobody read it fast enough");
+            return;
+        }
+        for part in parts {
+            self.pending.extend(*part);
+        }
     }
 
     fn drop_line(&mut self, why: &'static str) {
@@ -186,5 +206,14 @@ mod tests {
         sink.push(b"two\n");
         assert_eq!(sink.dropped(), 2);
         assert!(!sink.wants_write());
+    }
+
+    #[test]
+    fn json_times_are_utc_to_the_millisecond() {
+        use std::time::{Duration, UNIX_EPOCH};
+        let at = UNIX_EPOCH + Duration::from_millis(1_700_000_000_123);
+        assert_eq!(rfc3339_millis(at), "2023-11-14T22:13:20.123Z");
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(rfc3339_millis(leap), "2000-02-29T00:00:00.000Z");
     }
 }

@@ -26,6 +26,9 @@ pub(super) struct Child {
     pub(super) listen_pid: *mut u8,
     pub(super) nofile: Option<libc::rlimit>,
     pub(super) devnull: RawFd,
+    /// The write ends of the output pipes, for descriptors 1 and 2, when
+    /// the master relays the worker's output.
+    pub(super) output: Option<(RawFd, RawFd)>,
     pub(super) report: std::cell::Cell<RawFd>,
     pub(super) master_pid: libc::pid_t,
     /// The worker's own limits, umask, nice value, and the user it
@@ -89,6 +92,16 @@ impl Child {
         for fd in sockets.iter_mut() {
             *fd = libc::fcntl(*fd, libc::F_DUPFD_CLOEXEC, above);
             if *fd < 0 {
+                self.fail(Stage::Setup, errno());
+            }
+        }
+        // Relayed output: the pipes onto 1 and 2, from copies above, so
+        // that neither can be overwritten by the other's placing (nor left
+        // close-on-exec by a dup2 onto itself).
+        if let Some((out, err)) = self.output {
+            let out = libc::fcntl(out, libc::F_DUPFD_CLOEXEC, above);
+            let err = libc::fcntl(err, libc::F_DUPFD_CLOEXEC, above);
+            if out < 0 || err < 0 || libc::dup2(out, 1) < 0 || libc::dup2(err, 2) < 0 {
                 self.fail(Stage::Setup, errno());
             }
         }

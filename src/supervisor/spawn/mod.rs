@@ -16,7 +16,10 @@
 //! - `fcntl(F_DUPFD_CLOEXEC)`: the exec-status pipe and the listening
 //!   sockets moved above the descriptors the worker gets, so that placing
 //!   one cannot overwrite another;
-//! - `dup2`: `/dev/null` as standard input;
+//! - `dup2`: `/dev/null` as standard input; with `worker_output =
+//!   "prefix"`, the write ends of its output pipes (made before the fork
+//!   with `pipe2(O_CLOEXEC)`, moved above first like the report pipe) as
+//!   standard output and error;
 //! - [`ForkRegistrar::register`]: `getpid`, `openat`, `flock`, `renameat`,
 //!   `dup2`/`fcntl`, `close`, with names formatted on the stack: its status
 //!   file, locked, as the descriptor after its sockets;
@@ -61,6 +64,7 @@ use program::{explain_exec, path_of, resolve};
 
 use super::notify;
 use super::spec::WorkerSpec;
+use crate::config::WorkerOutput;
 use crate::listen::ACTIVATION_VARS;
 use crate::scoreboard::{ForkRegistrar, DIR_VAR, STATUS_FD_VAR};
 
@@ -119,7 +123,8 @@ impl fmt::Display for SpawnError {
             SpawnError::Fork(e) if e.raw_os_error() == Some(libc::EMFILE) => write!(
                 f,
                 "the master has too many open files (its descriptor limit is {}): raise the hard \
-                 limit (ulimit -Hn, LimitNOFILE=) above twice the number of workers",
+                 limit (ulimit -Hn, LimitNOFILE=) above twice the number of workers (four times \
+                 with worker_output = \"prefix\")",
                 nofile_soft_limit()
             ),
             SpawnError::Fork(e) => write!(f, "fork failed: {e}"),
@@ -132,6 +137,16 @@ impl fmt::Display for SpawnError {
             SpawnError::Privileges(what, e) => write!(f, "{what}: {e}"),
         }
     }
+}
+
+/// The read ends of a relayed worker's standard output and error
+/// (`worker_output = "prefix"`), non-blocking and close-on-exec, for the
+/// master's loop.
+pub struct Outputs {
+    pub pid: Pid,
+    pub slot: usize,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
 }
 
 /// A forked worker whose exec has not reported yet.
@@ -254,6 +269,9 @@ pub struct Launcher {
     nofile: Option<libc::rlimit>,
     /// The last spec prepared: a spec is prepared once, not per worker.
     prepared: Option<Prepared>,
+    /// The output pipes of workers forked since the loop last took them
+    /// ([`Launcher::take_outputs`]).
+    outputs: Vec<Outputs>,
 }
 
 impl Launcher {
@@ -272,12 +290,18 @@ impl Launcher {
             master_pid: std::process::id() as libc::pid_t,
             nofile,
             prepared: None,
+            outputs: Vec::new(),
         })
     }
 
     /// A board recreated at the same path: new workers register there.
     pub fn set_registrar(&mut self, registrar: ForkRegistrar) {
         self.registrar = registrar;
+    }
+
+    /// The output pipes of the relayed workers forked since the last call.
+    pub fn take_outputs(&mut self) -> Vec<Outputs> {
+        std::mem::take(&mut self.outputs)
     }
 
     /// Forks a worker for `slot` running `spec`. Returns at once: its exec's
@@ -310,6 +334,11 @@ impl Launcher {
             .collect();
         let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
             .map_err(|e| SpawnError::Fork(e.into()))?;
+        // Made here, closed here on a failed fork: (read, write) each.
+        let output = match spec.output {
+            WorkerOutput::Inherit => None,
+            WorkerOutput::Prefix => Some((output_pipe()?, output_pipe()?)),
+        };
         let child = Child {
             path: prepared.path.as_ptr(),
             argv: argv.as_ptr(),
@@ -333,6 +362,9 @@ impl Launcher {
                 uid: r.uid,
             }),
             devnull: self.devnull.as_raw_fd(),
+            output: output
+                .as_ref()
+                .map(|((_, out), (_, err))| (out.as_raw_fd(), err.as_raw_fd())),
             report: std::cell::Cell::new(write.as_raw_fd()),
             master_pid: self.master_pid,
         };
@@ -357,6 +389,17 @@ impl Launcher {
                     nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
                 )
                 .map_err(|e| SpawnError::Setup(e.into()))?;
+                if let Some(((stdout, _), (stderr, _))) = output {
+                    // The write ends (the second of each pair) close here:
+                    // the worker's copies are the only ones, so its death
+                    // (and its group's) brings end of file.
+                    self.outputs.push(Outputs {
+                        pid,
+                        slot,
+                        stdout,
+                        stderr,
+                    });
+                }
                 Ok(Started {
                     pid,
                     exec: ExecWatch {
@@ -445,6 +488,19 @@ impl Launcher {
 }
 
 const LISTEN_PID_PREFIX: &[u8] = b"LISTEN_PID=";
+
+/// A pipe for a relayed stream: (read end, non-blocking, for the master;
+/// write end, for the child), both close-on-exec.
+fn output_pipe() -> Result<(OwnedFd, OwnedFd), SpawnError> {
+    let (read, write) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| SpawnError::Fork(e.into()))?;
+    nix::fcntl::fcntl(
+        read.as_raw_fd(),
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    )
+    .map_err(|e| SpawnError::Setup(e.into()))?;
+    Ok((read, write))
+}
 
 /// Server::Starter's variables, which Perl servers (Starman through
 /// Net::Server::SS::PreFork, Starlet) read.
