@@ -119,10 +119,18 @@ fn relay_throughput(quick: bool) {
          the master's stdout /dev/null, over {}",
         fmt(period)
     ));
-    println!("| lines | in (read from workers) | out (written, prefixes included) | lines/s | master CPU |");
-    println!("| --- | ---: | ---: | ---: | ---: |");
-    let long = format!("yes {}", "x".repeat(99));
+    println!(
+        "| lines | in (read from workers) | out (written, prefixes included) | lines/s | master CPU | respawn median / p90 (kills) |"
+    );
+    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    let long = format!("exec yes {}", "x".repeat(99));
+    let kills = if quick { 20 } else { 60 };
     for (label, script, line_len) in [
+        (
+            "none (`sleep`: the respawn's reference)",
+            "exec sleep 100000",
+            0.0,
+        ),
         ("2 B (`yes`)", "exec yes", 2.0),
         ("100 B", long.as_str(), 100.0),
     ] {
@@ -132,7 +140,7 @@ fn relay_throughput(quick: bool) {
             &["sh", "-c", script],
             None,
         );
-        master.wait_for_workers(WORKERS, Duration::from_secs(30));
+        let mut alive = master.wait_for_workers(WORKERS, Duration::from_secs(30));
         std::thread::sleep(Duration::from_millis(300));
         let io = |pid: i32| {
             let text = fs::read_to_string(format!("/proc/{pid}/io")).unwrap_or_default();
@@ -152,11 +160,21 @@ fn relay_throughput(quick: bool) {
         let secs = t0.elapsed().as_secs_f64();
         let mb = |bytes: u64| bytes as f64 / secs / 1e6;
         let input = mb(r1 - r0);
+        // While the workers write on: SIGKILL one, time its replacement.
+        let respawns = time_respawns(&mut master, &mut alive, kills, Duration::from_secs(5));
+        let r = Summary::of(&respawns.latencies);
+        let lines = if line_len > 0.0 {
+            format!("{:.2} M", input * 1e6 / line_len / 1e6)
+        } else {
+            "-".to_string()
+        };
         println!(
-            "| {label} | {input:.1} MB/s | {:.1} MB/s | {:.2} M | {:.0}% |",
+            "| {label} | {input:.1} MB/s | {:.1} MB/s | {lines} | {:.0}% | {} / {} ({}) |",
             mb(w1 - w0),
-            input * 1e6 / line_len / 1e6,
-            cpu.as_secs_f64() / secs * 100.0
+            cpu.as_secs_f64() / secs * 100.0,
+            fmt(r.median),
+            fmt(r.p90),
+            respawns.latencies.len()
         );
         master.stop(Signal::SIGTERM);
     }
