@@ -16,7 +16,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use super::core::{PhaseName, Snapshot};
+use super::core::Snapshot;
 use super::events::{Counters, Ended};
 use crate::scoreboard::{self, record};
 
@@ -185,12 +185,7 @@ fn render(snapshot: &Snapshot, now: Instant, out: &mut Vec<u8>) {
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map(|d| (d.as_secs_f64() * 1000.0).round() / 1000.0)
     };
-    let phase = match snapshot.phase {
-        PhaseName::Starting => "starting",
-        PhaseName::Running => "running",
-        PhaseName::Reloading => "reloading",
-        PhaseName::Stopping => "stopping",
-    };
+    let phase = snapshot.phase.as_str();
     let slots = snapshot
         .slots
         .iter()

@@ -94,30 +94,20 @@ pub fn run(source: Source) -> Result<()> {
             return Err(e).with_context(|| format!("cannot create {}", path.display()))
         }
     };
-    // Bound once, before any worker starts; nothing is started when one
-    // cannot be.
-    let sockets = match listeners.resolve(&config.listen, shell::bind_options(&config)) {
-        Ok(resolved) => resolved.sockets,
-        Err(e) => {
-            let _ = std::fs::remove_file(board.base_dir().join(master_file::NAME));
-            return Err(StartFailure {
-                code: 2,
-                message: e.to_string(),
-            }
-            .into());
+    // Bound once, before any worker starts; nothing is started (and our
+    // claim on the board is given up) when one cannot be.
+    let refuse = |e: crate::listen::ListenError| {
+        let _ = std::fs::remove_file(board.base_dir().join(master_file::NAME));
+        StartFailure {
+            code: 2,
+            message: e.to_string(),
         }
     };
-    let endpoint = match shell::bind_endpoint(&config) {
-        Ok(endpoint) => endpoint,
-        Err(e) => {
-            let _ = std::fs::remove_file(board.base_dir().join(master_file::NAME));
-            return Err(StartFailure {
-                code: 2,
-                message: e.to_string(),
-            }
-            .into());
-        }
-    };
+    let sockets = listeners
+        .resolve(&config.listen, shell::bind_options(&config))
+        .map_err(refuse)?
+        .sockets;
+    let endpoint = shell::bind_endpoint(&config).map_err(refuse)?;
     let registrar = board
         .fork_registrar()
         .expect("the master's scoreboard uses process ids");

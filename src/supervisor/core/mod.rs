@@ -94,6 +94,18 @@ pub enum PhaseName {
     Stopping,
 }
 
+impl PhaseName {
+    /// As the board, the master file and the status pages say it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PhaseName::Starting => "starting",
+            PhaseName::Running => "running",
+            PhaseName::Reloading => "reloading",
+            PhaseName::Stopping => "stopping",
+        }
+    }
+}
+
 /// A slot as the snapshot shows it.
 #[derive(Debug, Clone)]
 pub struct SlotView {

@@ -8,7 +8,7 @@ use std::time::{Instant, SystemTime};
 use super::Shell;
 use crate::render;
 use crate::scoreboard::{Status, WatchedFile};
-use crate::supervisor::core::{PhaseName, Snapshot};
+use crate::supervisor::core::Snapshot;
 use crate::supervisor::sinks;
 
 /// How much of a status the master shows, in its dump and in its log: a
@@ -70,12 +70,7 @@ impl Shell {
                 }
             })
             .collect();
-        let phase = match snapshot.phase {
-            PhaseName::Starting => "starting",
-            PhaseName::Running => "running",
-            PhaseName::Reloading => "reloading",
-            PhaseName::Stopping => "stopping",
-        };
+        let phase = snapshot.phase.as_str();
         let mut header = format!(
             "prefork master pid={} workers={}/{} phase={phase} uptime={:.0}s restarts={} \
              output_dropped={} scoreboard={}",

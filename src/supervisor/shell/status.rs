@@ -15,7 +15,6 @@ use crate::config::Config;
 use crate::http::{self, Counts, Limits, PoolView, SlotView, StatusServer};
 use crate::listen::{BindOptions, ListenAddr, ListenError, Listener};
 use crate::scoreboard::Status;
-use crate::supervisor::core::PhaseName;
 use crate::supervisor::events::{self, Event};
 
 /// The endpoint being served, and where.
@@ -139,12 +138,7 @@ impl Shell {
         let config = self.pool.config();
         PoolView {
             master_pid: std::process::id(),
-            phase: match snapshot.phase {
-                PhaseName::Starting => "starting",
-                PhaseName::Running => "running",
-                PhaseName::Reloading => "reloading",
-                PhaseName::Stopping => "stopping",
-            },
+            phase: snapshot.phase.as_str(),
             uptime: now.duration_since(snapshot.began),
             target: config.workers,
             min_workers: config.min_workers,
