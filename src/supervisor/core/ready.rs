@@ -39,6 +39,11 @@ impl Pool {
             .collect()
     }
 
+    /// Whether any worker's first status write is awaited (no list made).
+    pub fn awaits_report(&self) -> bool {
+        self.config.ready == Ready::Report && self.unready().any(|(_, w)| w.exec == Exec::Done)
+    }
+
     /// The shell saw `pid` write its status for the first time.
     pub fn reported(&mut self, pid: Pid, now: Instant) {
         if self.config.ready == Ready::Report {

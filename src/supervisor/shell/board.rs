@@ -7,9 +7,9 @@ use std::collections::HashSet;
 use std::time::Instant;
 
 use super::dump::shown_status;
-use super::Shell;
+use super::{Shell, READY_POLL};
 use crate::render;
-use crate::scoreboard::{Scoreboard, Status};
+use crate::scoreboard::{FileState, Scoreboard, Status};
 use crate::supervisor::core::{Clocks, FileSeen, Observation};
 use crate::supervisor::events::{Event, LastStatus};
 use crate::supervisor::master_file::{self, ClaimError, MasterFile};
@@ -111,7 +111,9 @@ impl Shell {
         }
     }
 
-    fn observe(&mut self, slot: usize, pid: nix::unistd::Pid) -> Observation {
+    /// What worker `pid`'s status file says now (one `fstat`), following
+    /// the file to its new inode when the worker replaced it.
+    fn file_state(&mut self, pid: nix::unistd::Pid) -> Option<FileState> {
         let mut state = self.files.get(&pid).and_then(|f| f.state().ok());
         if state.is_none_or(|s| !s.linked) {
             // The worker replaced its file: Parallel::Scoreboard's
@@ -125,6 +127,11 @@ impl Shell {
                 self.files.insert(pid, file);
             }
         }
+        state
+    }
+
+    fn observe(&mut self, slot: usize, pid: nix::unistd::Pid) -> Observation {
+        let state = self.file_state(pid);
         let held = self
             .files
             .get(&pid)
@@ -156,23 +163,16 @@ impl Shell {
 
 impl Shell {
     /// Tells the pool which of the workers it awaits a first status write
-    /// from have written one: one `fstat` of each file kept open.
+    /// from have written one: one `fstat` of each file kept open, at most
+    /// every [`READY_POLL`] however often the loop turns.
     pub(super) fn look_for_reports(&mut self) {
-        let awaited = self.pool.awaiting_report();
-        if awaited.is_empty() {
+        let now = Instant::now();
+        if now < self.reports_looked + READY_POLL || !self.pool.awaits_report() {
             return;
         }
-        let now = Instant::now();
-        for pid in awaited {
-            let mut state = self.files.get(&pid).and_then(|f| f.state().ok());
-            if state.is_none_or(|s| !s.linked) {
-                // Replaced by the worker (Parallel::Scoreboard makes its own).
-                if let Ok(file) = self.board.watch(&pid.to_string()) {
-                    state = file.state().ok();
-                    self.files.insert(pid, file);
-                }
-            }
-            if state.is_some_and(|s| s.written) {
+        self.reports_looked = now;
+        for pid in self.pool.awaiting_report() {
+            if self.file_state(pid).is_some_and(|s| s.written) {
                 self.pool.reported(pid, now);
             }
         }

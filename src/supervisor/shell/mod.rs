@@ -4,10 +4,11 @@
 //! One turn of the loop: let the core act on the time (deadlines, rollout,
 //! spawns) and carry that out; wait in `poll` on the signal self-pipe, the
 //! exec-status pipes of starting workers, the output sinks with bytes
-//! waiting and the relayed workers' output pipes ([`relay`]), until the core's nearest deadline; then feed the core what
-//! arrived: exec results, signal requests, reaped children, the board. No
-//! call here blocks: every descriptor polled is non-blocking, output goes
-//! through the sinks, and spawning does not wait for a child's exec.
+//! waiting and the relayed workers' output pipes ([`relay`]), until the
+//! core's nearest deadline; then feed the core what arrived: exec results,
+//! signal requests, reaped children, the board. No call here blocks: every
+//! descriptor polled is non-blocking, output goes through the sinks, and
+//! spawning does not wait for a child's exec.
 
 mod board;
 mod children;
@@ -76,6 +77,8 @@ pub struct Shell {
     /// that was: it is rewritten at most every [`PUBLISH_EVERY`].
     pub(super) unpublished: bool,
     pub(super) published: Instant,
+    /// When the awaited workers' status files were last looked at.
+    pub(super) reports_looked: Instant,
 }
 
 /// How fresh `prefork status` sees the pool, at most: a burst of spawns or
@@ -131,6 +134,7 @@ impl Shell {
             board_lost: false,
             unpublished: false,
             published: Instant::now(),
+            reports_looked: Instant::now(),
         }
     }
 
@@ -230,7 +234,10 @@ impl Shell {
         let publish = self.unpublished.then(|| self.published + PUBLISH_EVERY);
         // A worker's first status write is not an event we can wait on:
         // while one is awaited, its file is looked at every READY_POLL.
-        let report = (!self.pool.awaiting_report().is_empty()).then(|| Instant::now() + READY_POLL);
+        let report = self
+            .pool
+            .awaits_report()
+            .then(|| self.reports_looked + READY_POLL);
         let deadline = [
             self.pool.next_deadline(),
             publish,
