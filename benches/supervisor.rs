@@ -185,6 +185,17 @@ fn relay_throughput(quick: bool) {
     );
 }
 
+/// A master of `workers` `sleep` workers serving its status endpoint on a
+/// free loopback port, and that port.
+fn master_with_endpoint(workers: usize) -> (std::net::SocketAddr, Master) {
+    let addr = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let endpoint = addr.to_string();
+    let master = Master::start(workers, &["--status-listen", &endpoint], SLEEPER, None);
+    (addr, master)
+}
+
 /// Section 8: `GET /metrics` (a new connection each, as Prometheus
 /// scrapes) of a master running 1000 workers, from the request's first
 /// byte to the answer's last.
@@ -194,13 +205,7 @@ fn metrics_of_1000(quick: bool) {
     section(&format!(
         "8. GET /metrics of a master running {WORKERS} `sleep` workers ({requests} requests, a new connection each)"
     ));
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let endpoint = addr.to_string();
-    let mut master = Master::start(WORKERS, &["--status-listen", &endpoint], SLEEPER, None);
+    let (addr, mut master) = master_with_endpoint(WORKERS);
     master.wait_for_workers(WORKERS, Duration::from_secs(120));
     let mut times = Vec::new();
     let mut size = 0;
@@ -249,13 +254,7 @@ fn scrape_storm(quick: bool) {
         storm.as_secs(),
         storm.as_secs()
     ));
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free port")
-        .port();
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let endpoint = addr.to_string();
-    let mut master = Master::start(WORKERS, &["--status-listen", &endpoint], SLEEPER, None);
+    let (addr, mut master) = master_with_endpoint(WORKERS);
     let mut alive = master.wait_for_workers(WORKERS, Duration::from_secs(30));
     struct Storm {
         name: &'static str,
