@@ -15,6 +15,7 @@ pub mod cli;
 pub mod config;
 pub mod duration;
 pub mod http;
+pub mod idle;
 pub mod listen;
 pub mod render;
 pub mod report;
