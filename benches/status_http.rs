@@ -36,6 +36,12 @@ fn view(slots: usize) -> PoolView {
         uptime: Duration::from_secs(86_400),
         target: slots,
         min_workers: 1,
+        activity: prefork::http::Activity {
+            idle: slots / 2,
+            busy: slots - slots / 2,
+            starting: 0,
+        },
+        bounds: None,
         listen: vec!["127.0.0.1:8080".into()],
         scoreboard: "/dev/shm/prefork-bench".into(),
         slots: (0..slots)
@@ -59,6 +65,8 @@ fn view(slots: usize) -> PoolView {
             spawn_failures: 1,
             reloads: vec![("ok", 40), ("failed", 2)],
             output_dropped: 0,
+            grown: 0,
+            shrunk: 0,
         },
         respawn_latency,
         board_check,

@@ -16,6 +16,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use anyhow::{Context, Result};
 use base64::Engine;
 
+use crate::idle::IdleRule;
 use crate::render::{self, BoardRow, Columns, Row};
 use crate::scoreboard::{LiveWorker, Scoreboard, Status};
 use crate::supervisor::master_file;
@@ -114,6 +115,8 @@ struct Master {
     /// Where its workers' sockets listen.
     listen: Vec<String>,
     slots: HashMap<String, serde_json::Value>,
+    /// Its idle rule.
+    idle: IdleRule,
 }
 
 impl From<serde_json::Value> for Master {
@@ -147,16 +150,40 @@ impl From<serde_json::Value> for Master {
             true => String::new(),
             false => format!(", listening on {}", listen.join(" ")),
         };
+        let scaling = snapshot.get("scaling").filter(|s| s.is_object());
+        let bound = |key: &str| scaling.and_then(|s| s.get(key)?.as_u64()).unwrap_or(0);
+        let sizing = match scaling {
+            Some(_) => format!(
+                " (sizes itself: workers {}..{}, spare {}..{})",
+                bound("min_workers"),
+                bound("max_workers"),
+                bound("min_spare"),
+                bound("max_spare")
+            ),
+            None => String::new(),
+        };
+        // The master's own rule, so that both count alike; a pattern this
+        // build cannot compile (a newer master's) falls back to the default.
+        let idle = snapshot
+            .get("idle_status")
+            .and_then(|v| v.as_str())
+            .and_then(|p| IdleRule::pattern(p).ok())
+            .unwrap_or_default();
         Master {
             summary: format!(
-                "master pid={} {phase}, workers={}/{}, restarts={restarts}, up {uptime:.0}s{listening}",
+                "master pid={} {phase}, workers={}/{}, {} idle {} busy {} starting{sizing}, \
+                 restarts={restarts}, up {uptime:.0}s{listening}",
                 number("master_pid"),
                 number("live"),
                 number("workers"),
+                number("idle"),
+                number("busy"),
+                number("starting"),
             ),
             pid: number("master_pid"),
             listen,
             slots,
+            idle,
         }
     }
 }
@@ -193,6 +220,8 @@ fn unix_now() -> f64 {
 }
 
 fn to_json(workers: &[LiveWorker], master: Option<&Master>, now: SystemTime) -> serde_json::Value {
+    let default = IdleRule::Default;
+    let rule = master.map_or(&default, |m| &m.idle);
     let entries = workers.iter().map(|w| {
         let updated = w
             .updated
@@ -208,6 +237,7 @@ fn to_json(workers: &[LiveWorker], master: Option<&Master>, now: SystemTime) -> 
             "updated": updated,
             "age_secs": age,
             "status": w.status.written().map(String::from_utf8_lossy),
+            "idle": w.status.written().is_some_and(|s| rule.is_idle(s)),
         });
         if let Ok(pid) = w.id.parse::<u32>() {
             entry["pid"] = pid.into();

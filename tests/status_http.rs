@@ -17,7 +17,9 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout};
-use prefork::http::{respond, Counts, Histogram, Limits, PoolView, SlotView, StatusServer};
+use prefork::http::{
+    respond, Activity, Counts, Histogram, Limits, PoolView, ScalingBounds, SlotView, StatusServer,
+};
 use prefork::listen::{BindOptions, ListenAddr, Listener};
 
 use crate::util;
@@ -76,6 +78,18 @@ fn view() -> PoolView {
         uptime: Duration::from_secs(90),
         target: 3,
         min_workers: 1,
+        // A self-sizing pool, so that promtool sees those metrics too.
+        activity: Activity {
+            idle: 0,
+            busy: 1,
+            starting: 2,
+        },
+        bounds: Some(ScalingBounds {
+            min_workers: 1,
+            max_workers: 8,
+            min_spare: 1,
+            max_spare: 3,
+        }),
         listen: vec!["127.0.0.1:8080".into()],
         scoreboard: "/run/prefork/board".into(),
         slots: vec![
@@ -111,6 +125,8 @@ fn view() -> PoolView {
             spawn_failures: 0,
             reloads: vec![("ok", 1)],
             output_dropped: 0,
+            grown: 2,
+            shrunk: 1,
         },
         respawn_latency: latency,
         board_check: Histogram::new(&[0.0001, 0.001, 0.01]),

@@ -21,7 +21,8 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use serde::{Deserialize, Serialize};
 
-use super::{value, Backoff, Config, LogFormat, Ready, WorkerOutput};
+use super::{value, Backoff, Config, LogFormat, Ready, Scaling, WorkerOutput};
+use crate::idle::IdleRule;
 use crate::listen::ListenAddr;
 use crate::supervisor::spawn::privileges;
 
@@ -197,11 +198,39 @@ layer! {
         #[serde(with = "value::listen_one")]
         pub status_listen: Option<ListenAddr>,
 
-        /// /healthz answers 200 while at least this many workers live, 503
-        /// below [default: 1]
+        /// The fewest workers: the floor of a pool that sizes itself
+        /// (with max_workers), and below it /healthz answers 503 [default: 1]
         #[arg(long, value_name = "N", value_parser = value::count::parse)]
         #[serde(with = "value::count")]
         pub min_workers: Option<u32>,
+
+        /// Size the pool from the board: grow while fewer than min_spare
+        /// workers are idle, shrink while more than max_spare are, up to
+        /// this many workers; `workers` is then the starting size
+        /// [default: a fixed pool of `workers`]
+        #[arg(long, value_name = "N", value_parser = value::workers::parse)]
+        #[serde(with = "value::workers")]
+        pub max_workers: Option<usize>,
+
+        /// A pool that sizes itself starts workers while fewer than this
+        /// many are idle (or starting) [default: 1]
+        #[arg(long, value_name = "N", value_parser = value::spare::parse)]
+        #[serde(with = "value::spare")]
+        pub min_spare: Option<usize>,
+
+        /// A pool that sizes itself retires the worker idle longest, one
+        /// per check interval, while more than this many are idle
+        /// [default: min_spare + 2]
+        #[arg(long, value_name = "N", value_parser = value::spare::parse)]
+        #[serde(with = "value::spare")]
+        pub max_spare: Option<usize>,
+
+        /// A worker is idle when its status matches this regular expression
+        /// (unanchored; use ^ and $) [default: `_`, a status starting with
+        /// `idle`, or a JSON object whose "status" is "_"]
+        #[arg(long, value_name = "REGEX", value_parser = value::idle_status::parse)]
+        #[serde(with = "value::idle_status")]
+        pub idle_status: Option<String>,
 
         /// Replace a worker older than this, its replacement started and
         /// ready first [default: never]
@@ -321,6 +350,10 @@ impl Layer {
             log_format,
             status_listen,
             min_workers,
+            max_workers,
+            min_spare,
+            max_spare,
+            idle_status,
             max_lifetime,
             max_lifetime_jitter,
             max_rss,
@@ -360,11 +393,29 @@ impl Layer {
         // switch the master may not make, refuses the start or the reload.
         let run_as = privileges::resolve(user.as_deref(), group.as_deref())?;
         privileges::check_limits(rlimit_nofile, rlimit_core, nice)?;
+        let min_workers = min_workers.map_or(defaults.min_workers, |n| n as usize);
+        let scaling = scaling(min_workers, max_workers, min_spare, max_spare)?;
+        let workers = match (&scaling, workers) {
+            (None, workers) => workers.unwrap_or(default_workers),
+            (Some(s), Some(n)) if n < min_workers || n > s.max_workers => {
+                return Err(format!(
+                    "workers ({n}) is the starting size of a pool that sizes itself: it must lie \
+                     between min_workers ({min_workers}) and max_workers ({})",
+                    s.max_workers
+                ))
+            }
+            (Some(_), Some(n)) => n,
+            (Some(s), None) => min_workers.max(s.min_spare).min(s.max_workers),
+        };
+        let idle = match &idle_status {
+            Some(pattern) => IdleRule::pattern(pattern).map_err(|e| format!("idle_status: {e}"))?,
+            None => IdleRule::Default,
+        };
         // A key set twice keeps its last value.
         let env: BTreeMap<String, String> = env.into_iter().collect();
         Ok(Config {
             command,
-            workers: workers.unwrap_or(default_workers),
+            workers,
             scoreboard_dir,
             graceful_timeout: graceful_timeout.unwrap_or(defaults.graceful_timeout),
             timeout: timeout.filter(|t| !t.is_zero()),
@@ -383,7 +434,9 @@ impl Layer {
             max_surge: max_surge.map_or(defaults.max_surge, |n| n as usize),
             log_format: log_format.unwrap_or(defaults.log_format),
             status_listen,
-            min_workers: min_workers.map_or(defaults.min_workers, |n| n as usize),
+            min_workers,
+            scaling,
+            idle,
             max_lifetime: max_lifetime.filter(|d| !d.is_zero()),
             max_lifetime_jitter: max_lifetime_jitter.unwrap_or(defaults.max_lifetime_jitter),
             max_rss,
@@ -395,6 +448,41 @@ impl Layer {
             worker_output: worker_output.unwrap_or(defaults.worker_output),
         })
     }
+}
+
+/// The spare-scaling bounds, when any of them is set: checked against each
+/// other, with the defaults of the ones left out.
+fn scaling(
+    min_workers: usize,
+    max_workers: Option<usize>,
+    min_spare: Option<usize>,
+    max_spare: Option<usize>,
+) -> Result<Option<Scaling>, String> {
+    if (max_workers, min_spare, max_spare) == (None, None, None) {
+        return Ok(None);
+    }
+    let max_workers = max_workers.ok_or(
+        "min_spare and max_spare size the pool from the board, up to max_workers: set \
+         max_workers too (the most workers the pool may grow to)",
+    )?;
+    if min_workers > max_workers {
+        return Err(format!(
+            "min_workers ({min_workers}) is above max_workers ({max_workers})"
+        ));
+    }
+    let min_spare = min_spare.unwrap_or(1);
+    let max_spare = max_spare.unwrap_or(min_spare + 2);
+    if max_spare < min_spare {
+        return Err(format!(
+            "max_spare ({max_spare}) is below min_spare ({min_spare}): the pool would grow and \
+             shrink by turns"
+        ));
+    }
+    Ok(Some(Scaling {
+        max_workers,
+        min_spare,
+        max_spare,
+    }))
 }
 
 /// The layer that says everything an effective configuration is: what
@@ -431,6 +519,10 @@ impl From<&Config> for Layer {
             log_format: Some(config.log_format),
             status_listen: config.status_listen.clone(),
             min_workers: Some(config.min_workers as u32),
+            max_workers: config.scaling.map(|s| s.max_workers),
+            min_spare: config.scaling.map(|s| s.min_spare),
+            max_spare: config.scaling.map(|s| s.max_spare),
+            idle_status: config.idle.source().map(str::to_string),
             max_lifetime: config.max_lifetime,
             max_lifetime_jitter: Some(config.max_lifetime_jitter),
             max_rss: config.max_rss,

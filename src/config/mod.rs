@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
+use crate::idle::IdleRule;
 use crate::listen::ListenAddr;
 pub use crate::supervisor::spawn::RunAs;
 
@@ -62,8 +63,14 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Where the HTTP status, metrics and health endpoint is served.
     pub status_listen: Option<ListenAddr>,
-    /// Live workers below this make /healthz answer 503.
+    /// Live workers below this make /healthz answer 503; the floor of a
+    /// pool that sizes itself.
     pub min_workers: usize,
+    /// `Some`: the pool sizes itself from its idle workers (`workers` is
+    /// then its starting size); `None`: a fixed pool of `workers`.
+    pub scaling: Option<Scaling>,
+    /// When a worker's status says it is idle.
+    pub idle: IdleRule,
     /// A worker older than this is replaced (its replacement ready first).
     pub max_lifetime: Option<Duration>,
     /// Up to this much more, a share picked per worker: workers started
@@ -85,6 +92,15 @@ pub struct Config {
     pub nice: Option<i32>,
     /// Where the workers' standard output and error go.
     pub worker_output: WorkerOutput,
+}
+
+/// A pool that sizes itself: it keeps between `min_spare` and `max_spare`
+/// idle workers, and between `min_workers` and `max_workers` workers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Scaling {
+    pub max_workers: usize,
+    pub min_spare: usize,
+    pub max_spare: usize,
 }
 
 /// How the master's log lines look.
@@ -184,6 +200,8 @@ impl Default for Config {
             log_format: LogFormat::Text,
             status_listen: None,
             min_workers: 1,
+            scaling: None,
+            idle: IdleRule::Default,
             max_lifetime: None,
             max_lifetime_jitter: Duration::ZERO,
             max_rss: None,

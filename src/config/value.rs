@@ -376,6 +376,77 @@ pub mod ready {
     }
 }
 
+/// A number of spare workers: `min_spare`, `max_spare`; 0 is allowed.
+pub mod spare {
+    use std::fmt;
+
+    use serde::de::{self, Deserializer, Visitor};
+    use serde::{Serialize, Serializer};
+
+    use crate::config::MAX_WORKERS;
+
+    pub fn parse(text: &str) -> Result<usize, String> {
+        match text.parse::<usize>() {
+            Ok(n) if n <= MAX_WORKERS => Ok(n),
+            _ => Err(format!("{text:?} is not {}", expected())),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
+        d.deserialize_u64(SpareVisitor).map(Some)
+    }
+
+    pub fn serialize<S: Serializer>(value: &Option<usize>, s: S) -> Result<S::Ok, S::Error> {
+        value.serialize(s)
+    }
+
+    fn expected() -> String {
+        format!("a whole number from 0 to {MAX_WORKERS}")
+    }
+
+    struct SpareVisitor;
+
+    impl Visitor<'_> for SpareVisitor {
+        type Value = usize;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str(&expected())
+        }
+
+        fn visit_i64<E: de::Error>(self, n: i64) -> Result<usize, E> {
+            usize::try_from(n)
+                .ok()
+                .filter(|&n| n <= MAX_WORKERS)
+                .ok_or_else(|| E::custom(format!("{n} is not {}", expected())))
+        }
+
+        fn visit_u64<E: de::Error>(self, n: u64) -> Result<usize, E> {
+            self.visit_i64(i64::try_from(n).unwrap_or(-1))
+        }
+    }
+}
+
+/// The idle rule's pattern: a regular expression, checked where it is read.
+pub mod idle_status {
+    use serde::de::Deserializer;
+    use serde::{Deserialize, Serialize, Serializer};
+
+    use crate::idle::IdleRule;
+
+    pub fn parse(text: &str) -> Result<String, String> {
+        IdleRule::pattern(text).map(|_| text.to_string())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
+        let text = String::deserialize(d)?;
+        parse(&text).map(Some).map_err(serde::de::Error::custom)
+    }
+
+    pub fn serialize<S: Serializer>(value: &Option<String>, s: S) -> Result<S::Ok, S::Error> {
+        value.serialize(s)
+    }
+}
+
 /// A positive count: `max_surge`, `backlog`.
 pub mod count {
     use std::fmt;

@@ -20,7 +20,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use super::view::{Histogram, PoolView};
+use super::view::{Histogram, PoolView, ScalingBounds};
 
 /// Prometheus's text format, version 0.0.4.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
@@ -67,6 +67,10 @@ struct Figures {
     board_check: Histogram,
     /// (slot, seconds since its worker's last status update).
     ages: Vec<(u64, f64)>,
+    activity: [(&'static str, i64); 3],
+    bounds: Option<ScalingBounds>,
+    grown: u64,
+    shrunk: u64,
 }
 
 impl Figures {
@@ -95,6 +99,14 @@ impl Figures {
                 .iter()
                 .filter_map(|s| Some((s.slot as u64, s.since_update?.as_secs_f64())))
                 .collect(),
+            activity: [
+                ("idle", view.activity.idle as i64),
+                ("busy", view.activity.busy as i64),
+                ("starting", view.activity.starting as i64),
+            ],
+            bounds: view.bounds,
+            grown: view.counts.grown,
+            shrunk: view.counts.shrunk,
         }
     }
 }
@@ -176,14 +188,56 @@ impl Collector for Figures {
         gauge(
             enc,
             "workers_target",
-            "Workers the pool is configured to run.",
+            "Workers the pool keeps now (a self-sizing pool's current size).",
             self.target,
         )?;
         gauge(
             enc,
             "workers_min",
-            "Live workers below which /healthz fails (min_workers).",
+            "Live workers below which /healthz fails (min_workers); a self-sizing pool's floor.",
             self.min_workers,
+        )?;
+        let mut activity = enc.encode_descriptor(
+            "worker_activity",
+            "The pool's workers by what their status says (the idle rule): idle, busy \
+             (anything else, or no status), starting (not ready yet, or waiting to be started).",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (what, count) in self.activity {
+            ConstGauge::new(count).encode(activity.encode_family(&[("activity", what)])?)?;
+        }
+        if let Some(b) = self.bounds {
+            gauge(
+                enc,
+                "workers_max",
+                "The most workers a self-sizing pool may grow to (max_workers).",
+                b.max_workers as i64,
+            )?;
+            gauge(
+                enc,
+                "spare_min",
+                "A self-sizing pool grows while fewer workers are idle or starting (min_spare).",
+                b.min_spare as i64,
+            )?;
+            gauge(
+                enc,
+                "spare_max",
+                "A self-sizing pool shrinks while more workers are idle or starting (max_spare).",
+                b.max_spare as i64,
+            )?;
+        }
+        counter(
+            enc,
+            "scaled_up_workers",
+            "Workers a self-sizing pool added because too few were idle.",
+            self.grown,
+        )?;
+        counter(
+            enc,
+            "scaled_down_workers",
+            "Workers a self-sizing pool retired because too many were idle.",
+            self.shrunk,
         )?;
         counter(
             enc,

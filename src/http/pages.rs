@@ -74,6 +74,19 @@ fn summary(view: &PoolView) -> String {
         view.target,
         view.uptime.as_secs_f64()
     );
+    let a = view.activity;
+    let _ = write!(
+        text,
+        ", {} idle {} busy {} starting",
+        a.idle, a.busy, a.starting
+    );
+    if let Some(b) = view.bounds {
+        let _ = write!(
+            text,
+            " (sizes itself: workers {}..{}, spare {}..{})",
+            b.min_workers, b.max_workers, b.min_spare, b.max_spare
+        );
+    }
     if !view.listen.is_empty() {
         let _ = write!(text, ", listening on {}", view.listen.join(" "));
     }
@@ -90,13 +103,16 @@ fn counters_line(view: &PoolView) -> String {
             .join(" ")
     };
     format!(
-        "spawned {}; exits: {}; stuck kills {}; spawn failures {}; reloads: {}; output lines dropped {}",
+        "spawned {}; exits: {}; stuck kills {}; spawn failures {}; reloads: {}; output lines dropped {}; \
+         scaled up {}, down {}",
         c.spawned,
         pairs(&c.exits),
         c.stuck_kills,
         c.spawn_failures,
         pairs(&c.reloads),
-        c.output_dropped
+        c.output_dropped,
+        c.grown,
+        c.shrunk
     )
 }
 
@@ -209,6 +225,9 @@ struct StatusJson<'a> {
     min_workers: usize,
     listen: &'a [String],
     scoreboard: &'a str,
+    activity: super::view::Activity,
+    /// A self-sizing pool's bounds; null for a fixed pool.
+    scaling: Option<super::view::ScalingBounds>,
     counters: CountersJson<'a>,
     slots: Vec<SlotJson<'a>>,
 }
@@ -221,6 +240,8 @@ struct CountersJson<'a> {
     spawn_failures: u64,
     reloads: std::collections::BTreeMap<&'a str, u64>,
     output_dropped: u64,
+    scaled_up: u64,
+    scaled_down: u64,
 }
 
 /// One slot, with `prefork status --json`'s names where they overlap.
@@ -251,6 +272,8 @@ fn json(view: &PoolView) -> String {
         min_workers: view.min_workers,
         listen: &view.listen,
         scoreboard: &view.scoreboard,
+        activity: view.activity,
+        scaling: view.bounds,
         counters: CountersJson {
             spawned: c.spawned,
             exits: c.exits.iter().copied().collect(),
@@ -258,6 +281,8 @@ fn json(view: &PoolView) -> String {
             spawn_failures: c.spawn_failures,
             reloads: c.reloads.iter().copied().collect(),
             output_dropped: c.output_dropped,
+            scaled_up: c.grown,
+            scaled_down: c.shrunk,
         },
         slots: view
             .slots

@@ -11,8 +11,12 @@ pub struct PoolView {
     /// `starting`, `running`, `reloading` or `stopping`.
     pub phase: &'static str,
     pub uptime: Duration,
-    /// The configured number of workers.
+    /// The number of workers the pool keeps now.
     pub target: usize,
+    /// The pool's workers by what they do.
+    pub activity: Activity,
+    /// A self-sizing pool's bounds, as they stand.
+    pub bounds: Option<ScalingBounds>,
     /// Fewer live workers than this fails `/healthz`.
     pub min_workers: usize,
     /// Where the workers' sockets listen.
@@ -25,6 +29,24 @@ pub struct PoolView {
     pub respawn_latency: Histogram,
     /// Seconds one board check took.
     pub board_check: Histogram,
+}
+
+/// The pool's workers by what they do: idle and busy by their status (the
+/// idle rule), starting until they are ready.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Activity {
+    pub idle: usize,
+    pub busy: usize,
+    pub starting: usize,
+}
+
+/// The bounds a self-sizing pool keeps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ScalingBounds {
+    pub min_workers: usize,
+    pub max_workers: usize,
+    pub min_spare: usize,
+    pub max_spare: usize,
 }
 
 /// One slot of the pool.
@@ -58,6 +80,9 @@ pub struct Counts {
     pub reloads: Vec<(&'static str, u64)>,
     /// Lines of the master's output dropped because nobody read them.
     pub output_dropped: u64,
+    /// Workers a self-sizing pool added, and retired.
+    pub grown: u64,
+    pub shrunk: u64,
 }
 
 /// A histogram of durations in seconds, with fixed buckets.

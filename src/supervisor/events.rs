@@ -208,6 +208,32 @@ pub enum Event {
         rss: Option<u64>,
         max_rss: Option<u64>,
     },
+    /// A self-sizing pool starts workers: too few idle.
+    Growing {
+        idle: usize,
+        busy: usize,
+        starting: usize,
+        min_spare: usize,
+        from: usize,
+        to: usize,
+    },
+    /// A self-sizing pool gives up a slot, retiring its worker if any.
+    Shrinking {
+        #[serde(serialize_with = "json::opt_pid")]
+        pid: Option<Pid>,
+        slot: usize,
+        #[serde(serialize_with = "json::opt_secs")]
+        idle_for: Option<Duration>,
+        why: String,
+        from: usize,
+        to: usize,
+    },
+    /// SIGTTIN or SIGTTOU moved a self-sizing pool's bounds.
+    BoundsMoved {
+        why: &'static str,
+        min_workers: usize,
+        max_workers: usize,
+    },
     AddRefused {
         why: String,
     },
@@ -409,6 +435,45 @@ impl fmt::Display for Event {
             Retiring { pid, slot, signal } => {
                 write!(f, "retiring worker pid={pid} slot={slot}: {}", signal.as_str())
             }
+            Growing {
+                idle,
+                busy,
+                starting,
+                min_spare,
+                from,
+                to,
+            } => write!(
+                f,
+                "spare scaling: {idle} idle and {starting} starting, below min_spare {min_spare} \
+                 ({busy} busy): {from} -> {to} worker(s)"
+            ),
+            Shrinking {
+                pid,
+                slot,
+                idle_for,
+                why,
+                from,
+                to,
+            } => {
+                write!(f, "spare scaling: {why}: {from} -> {to} worker(s), ")?;
+                match (pid, idle_for) {
+                    (Some(pid), Some(idle)) => write!(
+                        f,
+                        "retiring worker pid={pid} slot={slot}, idle for {:.1}s",
+                        idle.as_secs_f64()
+                    ),
+                    (Some(pid), None) => write!(f, "retiring worker pid={pid} slot={slot}"),
+                    (None, _) => write!(f, "slot {slot} left empty"),
+                }
+            }
+            BoundsMoved {
+                why,
+                min_workers,
+                max_workers,
+            } => write!(
+                f,
+                "{why}: the pool now keeps {min_workers} to {max_workers} workers"
+            ),
             AddRefused { why } => write!(f, "SIGTTIN ignored: {why}"),
             RemoveRefused => f.write_str("SIGTTOU ignored: never fewer than one worker"),
             ReloadFailed { error } => write!(
@@ -527,6 +592,9 @@ pub struct Counters {
     pub not_ready: u64,
     /// Workers replaced for their age or their memory.
     pub recycles: u64,
+    /// Slots a self-sizing pool took into use, and gave up.
+    pub grown: u64,
+    pub shrunk: u64,
     /// From a worker's death to its replacement's exec.
     #[serde(skip)]
     pub respawn_latency: Histogram,
@@ -556,6 +624,8 @@ impl Counters {
             }
             Event::BoardChecked { took, .. } => self.board_check.observe(*took),
             Event::Recycling { .. } => self.recycles += 1,
+            Event::Growing { from, to, .. } => self.grown += (to - from) as u64,
+            Event::Shrinking { .. } => self.shrunk += 1,
             Event::Reloaded | Event::RolloutBegun { .. } => self.reloads += 1,
             Event::ReloadFailed { .. } => self.reloads_failed += 1,
             Event::RolloutAborted { .. } => self.rollouts_aborted += 1,
@@ -586,6 +656,20 @@ mod json {
 
     pub fn signal<S: Serializer>(signal: &Signal, s: S) -> Result<S::Ok, S::Error> {
         s.serialize_str(signal.as_str())
+    }
+
+    pub fn opt_pid<S: Serializer>(pid: &Option<Pid>, s: S) -> Result<S::Ok, S::Error> {
+        match pid {
+            Some(pid) => self::pid(pid, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn opt_secs<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => secs(d, s),
+            None => s.serialize_none(),
+        }
     }
 
     pub fn secs<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {

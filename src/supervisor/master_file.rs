@@ -16,7 +16,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
-use super::core::Snapshot;
+use super::core::{Bounds, Snapshot};
 use super::events::{Counters, Ended};
 use crate::scoreboard::{self, record};
 
@@ -156,6 +156,15 @@ struct Published<'a> {
     slots: Vec<PublishedSlot<'a>>,
     counters: &'a Counters,
     listen: &'a [String],
+    idle: usize,
+    busy: usize,
+    starting: usize,
+    /// A self-sizing pool's bounds; `None` for a fixed pool.
+    scaling: Option<Bounds>,
+    /// The idle rule's pattern; `None`: the default rule.
+    idle_status: Option<&'a str>,
+    /// Seconds; `None`: no stuck timeout.
+    stuck_timeout: Option<f64>,
 }
 
 #[derive(serde::Serialize)]
@@ -189,9 +198,8 @@ fn render(snapshot: &Snapshot, now: Instant, out: &mut Vec<u8>) {
     let slots = snapshot
         .slots
         .iter()
-        .enumerate()
-        .map(|(slot, s)| PublishedSlot {
-            slot,
+        .map(|s| PublishedSlot {
+            slot: s.slot,
             pid: s.pid.map(|p| p.as_raw()),
             state: match (s.pid, s.ready) {
                 (None, _) => "empty",
@@ -208,11 +216,17 @@ fn render(snapshot: &Snapshot, now: Instant, out: &mut Vec<u8>) {
         started: unix(snapshot.began),
         updated: unix(now),
         phase,
-        workers: snapshot.slots.len(),
+        workers: snapshot.target,
         live: snapshot.live(),
         slots,
         counters: &snapshot.counters,
         listen: &snapshot.listen,
+        idle: snapshot.activity.idle,
+        busy: snapshot.activity.busy,
+        starting: snapshot.activity.starting,
+        scaling: snapshot.bounds,
+        idle_status: snapshot.idle_status.as_deref(),
+        stuck_timeout: snapshot.stuck_timeout.map(|t| t.as_secs_f64()),
     };
     out.clear();
     serde_json::to_writer(&mut *out, &published).expect("JSON of plain values");

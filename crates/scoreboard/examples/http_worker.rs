@@ -14,6 +14,10 @@
 //! worker writes it again every second, a heartbeat for the stuck timeout.
 //!
 //! HTTP/1.1 with keep-alive, a thread per connection, at most 64 at once.
+//! `HTTP_WORKER_CONNECTIONS=N` lowers that limit; with 1 it is a classic
+//! prefork worker (Apache's prefork with `KeepAlive Off`): one connection
+//! at a time, closed after its response, so that a pool that sizes itself
+//! from the board sees one busy worker per request in flight.
 //! `GET /` answers `hello from pid P slot S version V` (V is `APP_VERSION`),
 //! `GET /sleep/N` the same after N seconds; other paths get 404; a request
 //! head over 8 KiB, malformed, or other than a GET without a body gets 400. On SIGTERM, SIGINT or SIGQUIT it
@@ -207,10 +211,26 @@ impl Board {
     }
 }
 
+/// `HTTP_WORKER_CONNECTIONS`: how many connections the worker serves at
+/// once.
+fn max_connections() -> Result<usize, String> {
+    match std::env::var("HTTP_WORKER_CONNECTIONS") {
+        Err(_) => Ok(MAX_CONNECTIONS),
+        Ok(text) => match text.parse::<usize>() {
+            Ok(n) if (1..=MAX_CONNECTIONS).contains(&n) => Ok(n),
+            _ => Err(format!(
+                "HTTP_WORKER_CONNECTIONS={text:?}: expected a number from 1 to {MAX_CONNECTIONS}"
+            )),
+        },
+    }
+}
+
 /// What the connection threads share.
 struct Worker {
     board: Mutex<Board>,
     connections: AtomicUsize,
+    /// `HTTP_WORKER_CONNECTIONS`, at most [`MAX_CONNECTIONS`].
+    max_connections: usize,
     hello: String,
     /// `X-Worker-Pid` and `X-App-Version`.
     headers: String,
@@ -230,14 +250,19 @@ fn run(fd: RawFd, scoreboard: Scoreboard) -> Result<(), Box<dyn std::error::Erro
             written,
         }),
         connections: AtomicUsize::new(0),
+        max_connections: max_connections()?,
         hello: format!("hello from pid {pid} slot {slot} version {version}\n"),
         headers: format!("X-Worker-Pid: {pid}\r\nX-App-Version: {version}\r\n"),
     });
     worker.board().write(); // the first "idle": ready
     while !STOP.load(SeqCst) {
         worker.board().heartbeat();
-        if worker.connections.load(SeqCst) >= MAX_CONNECTIONS {
-            std::thread::sleep(TICK);
+        if worker.connections.load(SeqCst) >= worker.max_connections {
+            // Soon free again when one connection is all it takes.
+            std::thread::sleep(match worker.max_connections {
+                1 => Duration::from_millis(1),
+                _ => TICK,
+            });
             continue;
         }
         if !readable(listener.as_raw_fd()) {
@@ -302,7 +327,7 @@ impl Worker {
                 _ => ("404 Not Found", "not found\n"),
             };
             // Once we stop, every answer closes its connection.
-            let keep_alive = keep_alive && !STOP.load(SeqCst);
+            let keep_alive = keep_alive && !STOP.load(SeqCst) && self.max_connections > 1;
             let sent = self.respond(&mut *conn, status, body, keep_alive);
             self.board().end(&line);
             if sent.is_err() || !keep_alive {

@@ -14,6 +14,9 @@ mod ready_tests;
 mod recycle;
 mod rollout;
 mod slots;
+mod spare;
+#[cfg(test)]
+mod spare_tests;
 mod stop;
 mod stuck;
 #[cfg(test)]
@@ -27,6 +30,7 @@ use nix::unistd::Pid;
 
 pub use self::slots::Exec;
 use self::slots::{Draining, Orphan, Slot, Worker};
+pub use self::spare::{Activity, Bounds};
 pub use self::stuck::{Clocks, FileSeen, Observation, Silent};
 use super::events::{Counters, Ended, Event};
 use super::spec::WorkerSpec;
@@ -109,6 +113,8 @@ impl PhaseName {
 /// A slot as the snapshot shows it.
 #[derive(Debug, Clone)]
 pub struct SlotView {
+    /// Its number (`PREFORK_WORKER_SLOT`).
+    pub slot: usize,
     pub pid: Option<Pid>,
     /// `Some` once its program runs (exec done): since when.
     pub running_since: Option<Instant>,
@@ -122,11 +128,20 @@ pub struct SlotView {
 #[derive(Debug, Clone)]
 pub struct Snapshot {
     pub phase: PhaseName,
+    /// The slots in use (a self-sizing pool's parked ones are left out).
     pub slots: Vec<SlotView>,
     pub counters: Counters,
     pub began: Instant,
     /// Where the workers' sockets listen, in descriptor order.
     pub listen: Vec<String>,
+    /// How many workers the pool keeps now.
+    pub target: usize,
+    pub activity: Activity,
+    /// The bounds of a self-sizing pool, as they stand.
+    pub bounds: Option<Bounds>,
+    /// The idle rule's pattern; `None`: the default rule.
+    pub idle_status: Option<String>,
+    pub stuck_timeout: Option<Duration>,
 }
 
 impl Snapshot {
@@ -155,6 +170,8 @@ pub struct Pool {
     last_check: Option<Clocks>,
     began: Instant,
     effects: Vec<Effect>,
+    /// A self-sizing pool's growth ramp.
+    ramp: spare::Ramp,
 }
 
 impl Pool {
@@ -172,6 +189,7 @@ impl Pool {
             last_check: None,
             began: now,
             effects: Vec::new(),
+            ramp: spare::Ramp::default(),
             config,
         }
     }
@@ -278,13 +296,21 @@ impl Pool {
     /// A one-line summary, for systemd's `STATUS=`.
     pub fn summary(&self) -> String {
         let restarts: u64 = self.slots.iter().map(|s| s.restarts).sum();
-        format!(
+        let mut summary = format!(
             "{}/{} workers, {} stuck, {} restarts",
             self.live_workers(),
-            self.slots.len(),
+            self.target(),
             self.counters.stuck_kills,
             restarts
-        )
+        );
+        if let Some(b) = self.bounds() {
+            let a = self.activity();
+            summary.push_str(&format!(
+                ", {} idle {} busy {} starting (workers {}..{}, spare {}..{})",
+                a.idle, a.busy, a.starting, b.min_workers, b.max_workers, b.min_spare, b.max_spare
+            ));
+        }
+        summary
     }
 
     pub fn snapshot(&self) -> Snapshot {
@@ -293,7 +319,10 @@ impl Pool {
             slots: self
                 .slots
                 .iter()
-                .map(|s| SlotView {
+                .enumerate()
+                .filter(|(_, s)| !s.parked)
+                .map(|(slot, s)| SlotView {
+                    slot,
                     pid: s.pid(),
                     running_since: s
                         .worker
@@ -313,6 +342,11 @@ impl Pool {
                 .iter()
                 .map(|l| l.bound.to_string())
                 .collect(),
+            target: self.target(),
+            activity: self.activity(),
+            bounds: self.bounds(),
+            idle_status: self.config.idle.source().map(str::to_string),
+            stuck_timeout: self.config.timeout,
         }
     }
 
@@ -326,7 +360,7 @@ impl Pool {
         let spawns = self
             .slots
             .iter()
-            .filter(|s| s.worker.is_none() && !s.forking && can_spawn)
+            .filter(|s| s.wants_worker() && can_spawn)
             .map(|s| s.not_before);
         let drains = self
             .draining
@@ -507,7 +541,7 @@ impl Pool {
         }
     }
 
-    fn slot_of(&self, pid: Pid) -> Option<usize> {
+    pub(super) fn slot_of(&self, pid: Pid) -> Option<usize> {
         self.slots.iter().position(|s| s.pid() == Some(pid))
     }
 
@@ -622,10 +656,14 @@ impl Pool {
         });
     }
 
-    /// SIGTTIN: one worker more.
+    /// SIGTTIN: one worker more (for a self-sizing pool, floor and
+    /// ceiling one higher).
     pub fn add_worker(&mut self, now: Instant) {
         if self.is_stopping() {
             return;
+        }
+        if self.config.scaling.is_some() {
+            return self.raise_bounds(now);
         }
         match config::check_workers(self.slots.len() + 1) {
             Ok(()) => self.resize(self.slots.len() + 1, "SIGTTIN", now),
@@ -633,10 +671,14 @@ impl Pool {
         }
     }
 
-    /// SIGTTOU: one worker fewer, never none.
+    /// SIGTTOU: one worker fewer, never none (for a self-sizing pool,
+    /// floor and ceiling one lower).
     pub fn remove_worker(&mut self, now: Instant) {
         if self.is_stopping() {
             return;
+        }
+        if self.config.scaling.is_some() {
+            return self.lower_bounds(now);
         }
         if self.slots.len() <= 1 {
             return self.emit(Event::RemoveRefused);
@@ -645,16 +687,20 @@ impl Pool {
     }
 
     /// New slots are started by the next tick; removed ones (the last
-    /// ones) have their workers retired with the graceful timeout.
+    /// ones) have their workers retired with the graceful timeout. Slots
+    /// a self-sizing pool had parked are taken into use again.
     fn resize(&mut self, workers: usize, why: &'static str, now: Instant) {
-        if workers == self.slots.len() {
+        if workers == self.slots.len() && self.target() == workers {
             return;
         }
         self.emit(Event::Resized {
             why,
-            from: self.slots.len(),
+            from: self.target(),
             to: workers,
         });
+        for slot in self.slots.iter_mut().take(workers).filter(|s| s.parked) {
+            slot.unpark(now);
+        }
         while self.slots.len() < workers {
             self.slots.push(Slot::new(now));
         }

@@ -143,6 +143,7 @@ impl Pool {
     pub fn all_ready(&self) -> bool {
         self.slots
             .iter()
+            .filter(|s| !s.parked)
             .all(|s| s.worker.as_ref().is_some_and(|w| w.ready.is_some()))
     }
 }

@@ -215,6 +215,7 @@ fn the_stuck_timeout_counts_from_readiness() {
                 updated,
                 written: false,
             }),
+            idle: false,
         }]
     };
     h.advance(Duration::from_secs(8));

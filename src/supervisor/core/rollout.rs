@@ -140,7 +140,10 @@ impl Pool {
         } else {
             self.emit(Event::Reloaded);
         }
-        self.resize(workers, "SIGHUP", now);
+        match self.config.scaling {
+            Some(_) => self.rescale(now),
+            None => self.resize(workers, "SIGHUP", now),
+        }
     }
 
     /// Every worker is restarted, one slot at a time, with the same spec:

@@ -35,6 +35,9 @@ pub struct Worker {
     pub recycle: Option<super::recycle::Recycle>,
     /// A recycle failed: not tried again before this.
     pub recycle_retry: Option<Instant>,
+    /// Since when its status says it is idle (when it wrote the idle
+    /// status the checks have seen since); `None`: busy, or not seen idle.
+    pub idle_since: Option<Instant>,
 }
 
 impl Worker {
@@ -49,6 +52,7 @@ impl Worker {
             ready: None,
             recycle: None,
             recycle_retry: None,
+            idle_since: None,
         }
     }
 }
@@ -71,6 +75,9 @@ pub struct Slot {
     /// When its last worker died, until its replacement runs: the
     /// respawn's latency.
     pub died: Option<Instant>,
+    /// Not in use: a self-sizing pool gave it up (see `spare.rs`). Never
+    /// has a worker.
+    pub parked: bool,
 }
 
 impl Slot {
@@ -84,16 +91,30 @@ impl Slot {
             failures: 0,
             not_before: now,
             died: None,
+            parked: false,
         }
+    }
+
+    /// Takes a parked slot into use again: its next worker starts at once,
+    /// with no backoff left from before.
+    pub fn unpark(&mut self, now: Instant) {
+        self.parked = false;
+        self.failures = 0;
+        self.not_before = now;
     }
 
     pub fn pid(&self) -> Option<Pid> {
         self.worker.as_ref().map(|w| w.pid)
     }
 
-    /// Empty, not being forked, and past its backoff.
+    /// In use, empty, not being forked, and past its backoff.
     pub fn is_due(&self, now: Instant) -> bool {
-        self.worker.is_none() && !self.forking && self.not_before <= now
+        self.wants_worker() && self.not_before <= now
+    }
+
+    /// In use, empty, and not being forked.
+    pub fn wants_worker(&self) -> bool {
+        !self.parked && self.worker.is_none() && !self.forking
     }
 
     /// Records a new worker; returns its restart number (0 for the first).

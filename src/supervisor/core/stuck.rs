@@ -47,6 +47,8 @@ pub struct Observation {
     pub held: bool,
     /// The file's state, when it could be read.
     pub file: Option<FileSeen>,
+    /// Its status says it is idle (by the idle rule).
+    pub idle: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -97,6 +99,15 @@ impl Pool {
                 0
             } else {
                 worker.unheld_checks.saturating_add(1)
+            };
+            worker.idle_since = match observation.file.filter(|_| observation.idle) {
+                // Idle since it wrote the idle status first seen: a worker
+                // that keeps writing `idle` stays the one idle longest.
+                Some(file) => worker.idle_since.or_else(|| {
+                    let age = clocks.wall.duration_since(file.updated).unwrap_or_default();
+                    Some(clocks.mono.checked_sub(age).unwrap_or(clocks.mono))
+                }),
+                None => None,
             };
             let ready = worker.ready;
             if worker.unheld_checks == 2 {

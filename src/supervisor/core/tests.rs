@@ -293,6 +293,7 @@ fn a_silent_worker_is_judged_stuck_unless_the_clocks_drifted() {
                 updated,
                 written: true,
             }),
+            idle: false,
         }]
     };
     let clocks = |mono: Instant, wall: SystemTime| Clocks { mono, wall };
@@ -337,6 +338,7 @@ fn a_worker_without_a_live_file_is_said_once() {
         pid,
         held: false,
         file: None,
+        idle: false,
     }];
     // Not at the first check: it may have died since the last reap.
     h.pool.judge(Clocks::now(), &unheld);

@@ -4,7 +4,7 @@
 //! `read_all` is never called.
 
 use std::collections::HashSet;
-use std::time::Instant;
+use std::time::{Duration, Instant, SystemTime};
 
 use super::dump::shown_status;
 use super::{Shell, READY_POLL};
@@ -14,12 +14,30 @@ use crate::supervisor::core::{Clocks, FileSeen, Observation};
 use crate::supervisor::events::{Event, LastStatus};
 use crate::supervisor::master_file::{self, ClaimError, MasterFile};
 
+/// What the last read of a worker's status said of it, and when.
+pub(super) struct IdleSeen {
+    /// The file's time at that read.
+    updated: SystemTime,
+    read_at: SystemTime,
+    idle: bool,
+}
+
+/// Files are stamped with a coarse clock (a tick, up to 10 ms): a write
+/// this soon after another may carry the same time.
+const MTIME_GRAIN: Duration = Duration::from_millis(20);
+
+/// How much of a status the idle rule sees: a worker's whole JSON object
+/// in practice, and a bounded read whatever a worker writes.
+const IDLE_HEAD: usize = 64 * 1024;
+
 impl Shell {
     pub(super) fn check_board(&mut self) {
         let began = Instant::now();
         self.ensure_board();
         let clocks = Clocks::now();
         let running: Vec<_> = self.pool.running().collect();
+        self.idle_seen
+            .retain(|pid, _| running.iter().any(|&(_, p)| p == *pid));
         let seen: Vec<Observation> = running
             .iter()
             .map(|&(slot, pid)| self.observe(slot, pid))
@@ -46,6 +64,7 @@ impl Shell {
             };
             self.pool.replace_stuck(silent, last, Instant::now());
         }
+        self.pool.scale(Instant::now());
         self.remove_unknown_dead_files();
         self.adopt_orphans();
         self.publish();
@@ -136,6 +155,7 @@ impl Shell {
             .files
             .get(&pid)
             .is_some_and(|f| f.is_held().unwrap_or(true));
+        let idle = state.is_some_and(|s| self.is_idle(pid, &s));
         Observation {
             slot,
             pid,
@@ -144,7 +164,34 @@ impl Shell {
                 updated: s.updated,
                 written: s.written,
             }),
+            idle,
         }
+    }
+
+    /// Whether worker `pid`'s status says it is idle, by the idle rule.
+    /// The status is read again only when the file was written since the
+    /// last read: a pool of quiet workers costs no read at all.
+    fn is_idle(&mut self, pid: nix::unistd::Pid, state: &FileState) -> bool {
+        if !state.written {
+            return false;
+        }
+        if let Some(seen) = self.idle_seen.get(&pid) {
+            // A write within the kernel's timestamp grain of the last read
+            // may carry the same time: then the time says nothing.
+            if seen.updated == state.updated && seen.read_at >= state.updated + MTIME_GRAIN {
+                return seen.idle;
+            }
+        }
+        let read_at = SystemTime::now();
+        let head = self.files.get(&pid).and_then(|f| f.status_head(IDLE_HEAD));
+        let idle = head.is_some_and(|(status, _)| self.pool.config().idle.is_idle(&status));
+        let seen = IdleSeen {
+            updated: state.updated,
+            read_at,
+            idle,
+        };
+        self.idle_seen.insert(pid, seen);
+        idle
     }
 
     /// Files of dead processes that are not ours (stale files, other

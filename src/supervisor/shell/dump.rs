@@ -54,13 +54,12 @@ impl Shell {
         let rows: Vec<render::Row> = snapshot
             .slots
             .iter()
-            .enumerate()
-            .map(|(index, slot)| {
+            .map(|slot| {
                 let file = slot.pid.and_then(|pid| self.files.get(&pid));
                 let state = file.and_then(|f| f.state().ok()).filter(|s| s.written);
                 let status = file.map_or(Status::NotYet, shown_status);
                 render::Row {
-                    slot: Some(index),
+                    slot: Some(slot.slot),
                     id: slot.pid.map_or_else(|| "-".to_string(), |p| p.to_string()),
                     uptime: slot.running_since.map(|t| now.duration_since(t)),
                     since_update: state.map(|s| wall.duration_since(s.updated).unwrap_or_default()),
@@ -76,12 +75,20 @@ impl Shell {
              output_dropped={} scoreboard={}",
             std::process::id(),
             snapshot.live(),
-            snapshot.slots.len(),
+            snapshot.target,
             now.duration_since(snapshot.began).as_secs_f64(),
             snapshot.slots.iter().map(|s| s.restarts).sum::<u64>(),
             snapshot.counters.output_dropped,
             self.board.base_dir().display()
         );
+        let a = snapshot.activity;
+        header += &format!(" idle={} busy={} starting={}", a.idle, a.busy, a.starting);
+        if let Some(b) = snapshot.bounds {
+            header += &format!(
+                " bounds=workers:{}..{},spare:{}..{}",
+                b.min_workers, b.max_workers, b.min_spare, b.max_spare
+            );
+        }
         if !snapshot.listen.is_empty() {
             header += &format!(" listen={}", snapshot.listen.join(","));
         }

@@ -65,6 +65,8 @@ pub struct Shell {
     /// The status files of our workers (and of retired ones until they
     /// are reaped), kept open for the checks.
     pub(super) files: HashMap<Pid, WatchedFile>,
+    /// What the running workers' statuses said at the last read.
+    idle_seen: HashMap<Pid, board::IdleSeen>,
     /// The exec-status pipes of the workers still starting.
     pub(super) starting: Vec<(Pid, ExecWatch)>,
     /// Standard output, for the SIGUSR1 board and relayed worker output.
@@ -128,6 +130,7 @@ impl Shell {
             rss_cursor: 0,
             notified: notify::Notified::default(),
             files: HashMap::new(),
+            idle_seen: HashMap::new(),
             starting: Vec::new(),
             stdout: Sink::open(1, "standard output", BOARD_CAPACITY),
             relay: relay::Relay::new(),

@@ -12,7 +12,9 @@ use nix::poll::PollFlags;
 use super::dump::shown_status;
 use super::Shell;
 use crate::config::Config;
-use crate::http::{self, Counts, Limits, PoolView, SlotView, StatusServer};
+use crate::http::{
+    self, Activity, Counts, Limits, PoolView, ScalingBounds, SlotView, StatusServer,
+};
 use crate::listen::{BindOptions, ListenAddr, ListenError, Listener};
 use crate::scoreboard::Status;
 use crate::supervisor::events::{self, Event};
@@ -109,8 +111,7 @@ impl Shell {
         let slots = snapshot
             .slots
             .iter()
-            .enumerate()
-            .map(|(slot, s)| {
+            .map(|s| {
                 let file = s.pid.and_then(|pid| self.files.get(&pid));
                 let state = file.and_then(|f| f.state().ok()).filter(|st| st.written);
                 let status = match file.filter(|_| statuses).map(shown_status) {
@@ -118,7 +119,7 @@ impl Shell {
                     _ => None,
                 };
                 SlotView {
-                    slot,
+                    slot: s.slot,
                     pid: s.pid.map(|p| p.as_raw()),
                     state: match (s.pid, s.ready) {
                         (None, _) => "empty",
@@ -140,7 +141,18 @@ impl Shell {
             master_pid: std::process::id(),
             phase: snapshot.phase.as_str(),
             uptime: now.duration_since(snapshot.began),
-            target: config.workers,
+            target: snapshot.target,
+            activity: Activity {
+                idle: snapshot.activity.idle,
+                busy: snapshot.activity.busy,
+                starting: snapshot.activity.starting,
+            },
+            bounds: snapshot.bounds.map(|b| ScalingBounds {
+                min_workers: b.min_workers,
+                max_workers: b.max_workers,
+                min_spare: b.min_spare,
+                max_spare: b.max_spare,
+            }),
             min_workers: config.min_workers,
             listen: snapshot.listen.clone(),
             scoreboard: self.board.base_dir().display().to_string(),
@@ -164,6 +176,8 @@ impl Shell {
                     ("aborted", c.rollouts_aborted),
                 ],
                 output_dropped: c.output_dropped,
+                grown: c.grown,
+                shrunk: c.shrunk,
             },
             respawn_latency: histogram(&c.respawn_latency),
             board_check: histogram(&c.board_check),
