@@ -30,6 +30,7 @@ mod supervisor_ready;
 mod supervisor_recycle;
 mod supervisor_relay;
 mod supervisor_signals;
+mod supervisor_spare;
 mod supervisor_stuck;
 
 // Reading and writing the board from outside, in four languages.

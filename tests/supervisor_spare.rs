@@ -1,0 +1,208 @@
+//! A pool that sizes itself from the board, through the real binary: the
+//! example HTTP worker as a classic prefork worker (one connection at a
+//! time, `HTTP_WORKER_CONNECTIONS=1`) behind `--listen`, a bounded burst of
+//! slow requests on loopback, and the pool's size read from the master's
+//! log and `prefork status`. It grows to serve the burst, shrinks back once
+//! the burst is over, stays within its bounds, and fails no request.
+
+use std::net::SocketAddr;
+use std::process::Command;
+
+use nix::sys::signal::Signal;
+
+use crate::harness::{eventually, rust_example, Running, Sandbox};
+use crate::httpload::{get, Load, Plan};
+
+/// The sizes the log said the pool went to, in order ("-> N worker(s)"
+/// of each scaling line).
+fn sizes(master: &Running) -> Vec<usize> {
+    master
+        .stderr()
+        .lines()
+        .filter(|l| l.contains("spare scaling: "))
+        .filter_map(|l| {
+            let to = l.split(" -> ").nth(1)?;
+            to.split(' ').next()?.parse().ok()
+        })
+        .collect()
+}
+
+fn listening(master: &Running) -> SocketAddr {
+    let mut addr = None;
+    master.wait_until("the listening socket", || {
+        addr = master.stderr().lines().find_map(|l| {
+            let rest = l.split_once("listening on ")?.1;
+            rest.split(' ').next()?.parse::<SocketAddr>().ok()
+        });
+        addr.is_some()
+    });
+    addr.unwrap()
+}
+
+/// `prefork status --json`'s master figures, through the real binary.
+fn status_header(board: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_prefork"))
+        .args(["status", "-d", board])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    text.lines().next().unwrap_or_default().to_string()
+}
+
+#[test]
+fn the_pool_grows_for_a_burst_and_shrinks_after_it_without_a_failed_request() {
+    let sandbox = Sandbox::new();
+    let board = sandbox.board().display().to_string();
+    let config = sandbox.join("pool.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "command = [{:?}]\nworkers = 2\nmin_workers = 2\nmax_workers = 12\n\
+             min_spare = 2\nmax_spare = 3\nlisten = [\"127.0.0.1:0\"]\nready = \"report\"\n\
+             check_interval = \"100ms\"\ngraceful_timeout = \"10s\"\n\
+             [env]\nHTTP_WORKER_CONNECTIONS = \"1\"\n",
+            rust_example("http_worker")
+        ),
+    )
+    .unwrap();
+    let master = Running::start(&mut sandbox.prefork(&["-c", &config]));
+    let addr = listening(&master);
+    master.wait_until("a first answer", || get(addr, "/").is_ok());
+    // Idle, two workers: two idle, within 2..3 spare. (Three workers at
+    // most while the first answers come.)
+    master.wait_until("two idle workers", || {
+        status_header(&board).contains("2 idle 0 busy 0 starting")
+    });
+
+    // The burst: 6 requests of a second each in flight at all times. Six
+    // busy workers and two spare: the pool needs 8, ramping 1, 2, 4.
+    let burst = Load::start(
+        addr,
+        Plan {
+            fresh: 6,
+            keepalive: 0,
+            rate_per_thread: None,
+            path: "/sleep/1",
+        },
+    );
+    master.wait_until("the pool to grow to 8 workers", || {
+        sizes(&master).last().is_some_and(|&n| n >= 8)
+    });
+    let grown_at = burst.served();
+    master.wait_until("the burst served by the grown pool", || {
+        burst.served() >= grown_at + 12
+    });
+    let report = burst.stop();
+    assert_eq!(
+        report.failed,
+        0,
+        "{}",
+        master.report(&format!("failed requests: {:?}", report.failures))
+    );
+    let grown = sizes(&master);
+    assert!(grown.iter().all(|&n| (2..=12).contains(&n)), "{grown:?}");
+
+    // After the burst, with a light load still on: every worker idle, the
+    // pool shrinks one per check to max_spare idle (3 workers), retiring
+    // idle workers only, and no request fails.
+    let light = Load::start(
+        addr,
+        Plan {
+            fresh: 1,
+            keepalive: 0,
+            rate_per_thread: Some(20),
+            path: "/",
+        },
+    );
+    master.wait_until("the pool back to 3 workers", || {
+        sizes(&master).last() == Some(&3) && master.workers().len() == 3
+    });
+    let report = light.stop();
+    assert_eq!(
+        report.failed,
+        0,
+        "{}",
+        master.report(&format!("failed requests: {:?}", report.failures))
+    );
+    assert!(report.served() > 0);
+    let log = master.stderr();
+    let shrinks: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("spare scaling: ") && l.contains("above max_spare"))
+        .collect();
+    assert!(shrinks.len() >= 5, "{}", master.report("too few shrinks"));
+    assert!(
+        shrinks
+            .iter()
+            .all(|l| l.contains("retiring worker") && l.contains("idle for")),
+        "{shrinks:#?}"
+    );
+    // Retired gracefully: each exited on its stop signal, none was killed.
+    assert!(
+        !log.contains("SIGKILL"),
+        "{}",
+        master.report("a worker was killed")
+    );
+    let header = status_header(&board);
+    assert!(
+        header.contains("sizes itself: workers 2..12, spare 2..3"),
+        "{header}"
+    );
+    assert!(header.contains("workers=3/3"), "{header}");
+    eprintln!("spare scaling: sizes {:?}", sizes(&master));
+}
+
+#[test]
+fn sigttin_and_sigttou_move_the_bounds_and_the_dump_shows_them() {
+    let sandbox = Sandbox::new();
+    let worker = sandbox.script("idle.sh", "prefork report idle\nexec sleep 1000");
+    let master = Running::start(&mut sandbox.prefork(&[
+        "--max-workers",
+        "3",
+        "--min-workers",
+        "2",
+        "--min-spare",
+        "0",
+        "--max-spare",
+        "5",
+        "--check-interval",
+        "100ms",
+        "--ready",
+        "report",
+        "--",
+        "sh",
+        &worker,
+    ]));
+    master.wait_workers(2);
+    master.signal(Signal::SIGTTIN);
+    master.wait_until("the raised floor", || {
+        master
+            .stderr()
+            .contains("SIGTTIN: the pool now keeps 3 to 4 workers")
+    });
+    master.wait_workers(3);
+    master.signal(Signal::SIGTTOU);
+    master.wait_until("the first SIGTTOU", || {
+        master
+            .stderr()
+            .contains("SIGTTOU: the pool now keeps 2 to 3 workers")
+    });
+    master.signal(Signal::SIGTTOU);
+    master.wait_until("the lowered ceiling", || {
+        master
+            .stderr()
+            .contains("SIGTTOU: the pool now keeps 1 to 2 workers")
+    });
+    master.wait_workers(2);
+    let board = sandbox.board().display().to_string();
+    master.wait_until("two idle workers", || {
+        status_header(&board).contains("2 idle 0 busy 0 starting")
+    });
+    master.signal(Signal::SIGUSR1);
+    master.wait_until("the dump", || {
+        master
+            .stdout()
+            .contains("idle=2 busy=0 starting=0 bounds=workers:1..2,spare:0..5")
+    });
+    assert!(eventually(|| master.workers().len() == 2));
+}
