@@ -206,3 +206,58 @@ fn sigttin_and_sigttou_move_the_bounds_and_the_dump_shows_them() {
     });
     assert!(eventually(|| master.workers().len() == 2));
 }
+
+#[test]
+fn bounds_that_contradict_each_other_are_refused_naming_them() {
+    let sandbox = Sandbox::new();
+    let cases: &[(&str, &str)] = &[
+        ("min_spare = 2\n", "set max_workers too"),
+        ("max_workers = 4\nmin_workers = 5\n", "min_workers (5) is above max_workers (4)"),
+        (
+            "max_workers = 8\nmin_spare = 4\nmax_spare = 2\n",
+            "max_spare (2) is below min_spare (4)",
+        ),
+        (
+            "max_workers = 8\nmin_workers = 2\nworkers = 9\n",
+            "workers (9) is the starting size of a pool that sizes itself",
+        ),
+        ("max_workers = 0\n", "at least 1"),
+        ("max_workers = 8\nmin_spare = -1\n", "from 0 to 4096"),
+        ("idle_status = \"(idle\"\n", "not a regular expression"),
+    ];
+    for (i, (body, message)) in cases.iter().enumerate() {
+        let path = sandbox.join(&format!("bad{i}.toml"));
+        std::fs::write(&path, format!("command = [\"true\"]\n{body}")).unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_prefork"))
+            .args(["check", "-c", &path])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{body}: {stderr}");
+        assert!(stderr.contains(&path), "{body}: {stderr}");
+        assert!(stderr.contains(message), "{body}: {stderr}");
+    }
+    // What `check` prints reads back, with the defaults filled in.
+    let path = sandbox.join("good.toml");
+    std::fs::write(
+        &path,
+        "command = [\"true\"]\nmax_workers = 8\nidle_status = \"^(waiting|_)$\"\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_prefork"))
+        .args(["check", "-c", &path])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    for line in [
+        "workers = 1\n",
+        "min_workers = 1\n",
+        "max_workers = 8\n",
+        "min_spare = 1\n",
+        "max_spare = 3\n",
+        "idle_status = \"^(waiting|_)$\"\n",
+    ] {
+        assert!(text.contains(line), "no {line:?} in\n{text}");
+    }
+}
