@@ -212,7 +212,10 @@ fn bounds_that_contradict_each_other_are_refused_naming_them() {
     let sandbox = Sandbox::new();
     let cases: &[(&str, &str)] = &[
         ("min_spare = 2\n", "set max_workers too"),
-        ("max_workers = 4\nmin_workers = 5\n", "min_workers (5) is above max_workers (4)"),
+        (
+            "max_workers = 4\nmin_workers = 5\n",
+            "min_workers (5) is above max_workers (4)",
+        ),
         (
             "max_workers = 8\nmin_spare = 4\nmax_spare = 2\n",
             "max_spare (2) is below min_spare (4)",

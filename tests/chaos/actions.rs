@@ -28,6 +28,8 @@ enum Action {
     Garbage,
     Foreign,
     Probe,
+    /// A pool that sizes itself: change how many workers are busy.
+    Load,
 }
 
 impl Action {
@@ -43,6 +45,7 @@ impl Action {
         (Action::Garbage, 8),
         (Action::Foreign, 4),
         (Action::Probe, 4),
+        (Action::Load, 12),
     ];
 
     fn name(self) -> &'static str {
@@ -58,6 +61,7 @@ impl Action {
             Action::Garbage => "garbage",
             Action::Foreign => "foreign",
             Action::Probe => "status-probe",
+            Action::Load => "load",
         }
     }
 }
@@ -75,9 +79,16 @@ enum Later {
 
 impl Chaos<'_> {
     fn pick_action(&mut self) -> Action {
-        let total: u32 = Action::WEIGHTED.iter().map(|(_, w)| w).sum();
+        // Load is a self-sizing pool's alone.
+        let spare = self.spare.is_some();
+        let weighted = || {
+            Action::WEIGHTED
+                .iter()
+                .filter(move |(a, _)| spare || *a != Action::Load)
+        };
+        let total: u32 = weighted().map(|(_, w)| w).sum();
         let mut roll = self.rng.below(total as usize) as u32;
-        for &(action, weight) in Action::WEIGHTED {
+        for &(action, weight) in weighted() {
             if roll < weight {
                 return action;
             }
@@ -170,6 +181,7 @@ impl Chaos<'_> {
             }
             Action::Mode => self.give_modes(),
             Action::Ttin | Action::Ttou => self.scale_burst(action),
+            Action::Load => self.set_load(),
             Action::Hup => self.hup_chain(),
             Action::Storm => {
                 let storm = self.start_storm();
@@ -280,12 +292,26 @@ impl Chaos<'_> {
         self.kill_slots(&slots);
     }
 
+    /// How many slots' workers are busy (the others idle): the pool must
+    /// grow or shrink to keep its spare workers within bounds.
+    pub(super) fn set_load(&mut self) {
+        let busy = self.rng.pick(&[0usize, 4, 8, 12, 16, 20, 24, 28]);
+        self.count(format!("load-{busy}"));
+        let tmp = self.ctl("busy_below.new");
+        std::fs::write(&tmp, busy.to_string()).unwrap();
+        std::fs::rename(&tmp, self.ctl("busy_below")).unwrap();
+    }
+
     fn scale_burst(&mut self, action: Action) {
-        // Keep the target near the configured count.
-        let configured = self.current.workers;
+        // Keep the target (or a self-sizing pool's bounds) near the
+        // configured count.
+        let (configured, now) = match self.spare {
+            Some(b) => (super::driver::SPARE.max_workers, b.max_workers),
+            None => (self.current.workers, self.target),
+        };
         let signal = match action {
-            _ if self.target >= configured + 6 => Signal::SIGTTOU,
-            _ if self.target + 6 <= configured => Signal::SIGTTIN,
+            _ if now >= configured + 6 => Signal::SIGTTOU,
+            _ if now + 6 <= configured => Signal::SIGTTIN,
             Action::Ttin => Signal::SIGTTIN,
             _ => Signal::SIGTTOU,
         };

@@ -131,9 +131,28 @@ pub(super) fn config_text(
     text
 }
 
+/// The keys of a pool that sizes itself, added to every config file of a
+/// spare-scaling run.
+pub(super) fn spare_keys(text: &str) -> String {
+    let b = super::driver::SPARE;
+    let keys = format!(
+        "min_workers = {}\nmax_workers = {}\nmin_spare = {}\nmax_spare = {}\n",
+        b.min_workers, b.max_workers, b.min_spare, b.max_spare
+    );
+    // Before the [env] table, so that they are top-level keys.
+    match text.find("\n[env]") {
+        Some(at) => format!("{}\n{keys}{}", &text[..at], &text[at..]),
+        None => format!("{keys}{text}"),
+    }
+}
+
 impl Chaos<'_> {
     pub(super) fn config_text(&self, v: Variant, tweak: Option<(&str, &str)>) -> String {
-        config_text(self.sandbox, &self.worker, v, tweak)
+        let text = config_text(self.sandbox, &self.worker, v, tweak);
+        match self.spare {
+            Some(_) => spare_keys(&text),
+            None => text,
+        }
     }
 
     /// Replaces the config file at once (never half-written).

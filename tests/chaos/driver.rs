@@ -37,6 +37,23 @@ pub(super) struct Answers {
     pub(super) crash_loops: Vec<(u128, u64, u64)>,
 }
 
+/// A self-sizing pool's bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct SpareBounds {
+    pub(super) min_workers: usize,
+    pub(super) max_workers: usize,
+    pub(super) min_spare: usize,
+    pub(super) max_spare: usize,
+}
+
+/// The bounds of the chaos's self-sizing pool, as its config file says.
+pub(super) const SPARE: SpareBounds = SpareBounds {
+    min_workers: 8,
+    max_workers: 24,
+    min_spare: 2,
+    max_spare: 4,
+};
+
 /// The main thread's side of the run: it throws the disturbances, follows
 /// the master's log and dumps, and checks the pool after each round.
 pub(super) struct Chaos<'a> {
@@ -56,6 +73,9 @@ pub(super) struct Chaos<'a> {
     pub(super) hups: VecDeque<Sent>,
     /// The master's worker target, from its log's resize lines.
     pub(super) target: usize,
+    /// A pool that sizes itself: its bounds as they stand (the config's,
+    /// moved by SIGTTIN/SIGTTOU), mirrored from the log.
+    pub(super) spare: Option<SpareBounds>,
     pub(super) log_cursor: usize,
     pub(super) resizes: HashMap<&'static str, u64>,
     pub(super) spawns: HashMap<usize, u64>,
@@ -97,6 +117,7 @@ impl<'a> Chaos<'a> {
             previous: None,
             hups: VecDeque::new(),
             target: WORKERS,
+            spare: None,
             log_cursor: 0,
             resizes: HashMap::new(),
             spawns: HashMap::new(),

@@ -63,6 +63,16 @@ impl Chaos<'_> {
                 self.resized(why, from, to, line);
                 return;
             }
+            if let Some((min, max)) = bounds_line(line, why) {
+                self.bounds_moved(why, min, max, line);
+                return;
+            }
+        }
+        for why in ["spare scaling", "min_workers"] {
+            if let Some((from, to)) = scaling_line(line, why) {
+                self.scaled(from, to, line);
+                return;
+            }
         }
         let ack = if line.contains("SIGHUP: configuration not reloaded") {
             Some(Ack::NotReloaded)
@@ -107,6 +117,58 @@ impl Chaos<'_> {
         self.target = to;
     }
 
+    /// SIGTTIN/SIGTTOU on a self-sizing pool: floor and ceiling one up or
+    /// down (the floor stays at 1 at least).
+    fn bounds_moved(&mut self, why: &'static str, min: usize, max: usize, line: &str) {
+        *self.resizes.entry(why).or_default() += 1;
+        let Some(bounds) = self.spare.as_mut() else {
+            return self
+                .findings
+                .violation(format!("bounds moved on a fixed pool: {line}"));
+        };
+        let expected = match why {
+            "SIGTTIN" => (bounds.min_workers + 1, bounds.max_workers + 1),
+            _ => ((bounds.min_workers - 1).max(1), bounds.max_workers - 1),
+        };
+        if (min, max) != expected {
+            self.findings.violation(format!(
+                "bounds {}..{} moved to {min}..{max}, expected {expected:?}: {line}",
+                bounds.min_workers, bounds.max_workers
+            ));
+        }
+        bounds.min_workers = min;
+        bounds.max_workers = max;
+    }
+
+    /// A self-sizing pool changed its size: from the target we know, to a
+    /// size within its bounds, one worker fewer at a time.
+    fn scaled(&mut self, from: usize, to: usize, line: &str) {
+        self.count(if to > from {
+            "spare-grew"
+        } else {
+            "spare-shrank"
+        });
+        let Some(b) = self.spare else {
+            return self
+                .findings
+                .violation(format!("a fixed pool scaled itself: {line}"));
+        };
+        // Growth up to the ceiling (or to the floor, after SIGTTIN raised
+        // it); shrinking one worker at a time, never below the floor.
+        let consistent = from == self.target
+            && match to > from {
+                true => to <= b.max_workers,
+                false => to + 1 == from && to >= b.min_workers,
+            };
+        if !consistent {
+            self.findings.violation(format!(
+                "scaling inconsistent with the target {} and bounds {}..{}: {line}",
+                self.target, b.min_workers, b.max_workers
+            ));
+        }
+        self.target = to;
+    }
+
     /// Mirrors what the master does with a SIGHUP it acknowledged.
     fn acknowledged(&mut self, ack: Ack) {
         self.answers.hups += 1;
@@ -131,6 +193,10 @@ impl Chaos<'_> {
                 self.current.env
             ));
         }
+        if let (Sent::Valid(_), Some(bounds)) = (&sent, self.spare.as_mut()) {
+            // A loaded file brings the file's bounds back.
+            *bounds = super::driver::SPARE;
+        }
         if let Sent::Valid(v) = sent {
             if ack == Ack::Rolling && self.previous.is_none() {
                 self.previous = Some(self.current);
@@ -149,6 +215,23 @@ pub(super) fn leading_number(text: &str) -> Option<u64> {
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
     text[..end].parse().ok()
+}
+
+/// `WHY: the pool now keeps MIN to MAX workers`.
+fn bounds_line(line: &str, why: &str) -> Option<(usize, usize)> {
+    let rest = after(line, &format!("{why}: the pool now keeps "))?;
+    let (min, max) = rest.split_once(" to ")?;
+    let max = max.strip_suffix(" workers")?;
+    Some((min.trim().parse().ok()?, max.trim().parse().ok()?))
+}
+
+/// `WHY: ...: FROM -> TO worker(s)...`: a self-sizing pool's own resize.
+fn scaling_line(line: &str, why: &str) -> Option<(usize, usize)> {
+    let rest = after(line, &format!("{why}: "))?;
+    let (head, tail) = rest.split_once(" -> ")?;
+    let from = head.rsplit(' ').next()?.trim().parse().ok()?;
+    let to = tail.split(' ').next()?.parse().ok()?;
+    Some((from, to))
 }
 
 /// `WHY: FROM -> TO worker(s)`.

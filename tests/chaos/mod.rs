@@ -159,11 +159,29 @@ impl Drop for StopOnDrop {
 
 #[test]
 fn the_master_holds_its_invariants_under_fire() {
+    under_fire(false, chaos_secs());
+}
+
+/// The same with a pool that sizes itself from its idle workers (8 to 24,
+/// 2 to 4 spare), the workers' statuses turning busy and idle by turns
+/// (`load` rounds): its size moves within the bounds, every move accounted
+/// for in the log, and at rest its spare workers are within bounds.
+#[test]
+fn a_self_sizing_pool_holds_its_invariants_under_fire() {
+    let secs = std::env::var("PREFORK_CHAOS_SPARE_SECS")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(DEFAULT_SECS / 2);
+    under_fire(true, secs);
+}
+
+fn under_fire(spare: bool, secs: u64) {
     let seed = seed();
-    let secs = chaos_secs();
-    println!(
-        "chaos: seed={seed} for {secs} s (replay: PREFORK_CHAOS_SEED={seed} PREFORK_CHAOS_SECS={secs})"
-    );
+    let (name, secs_var) = match spare {
+        true => (" (spare scaling)", "PREFORK_CHAOS_SPARE_SECS"),
+        false => ("", "PREFORK_CHAOS_SECS"),
+    };
+    println!("chaos{name}: seed={seed} for {secs} s (replay: PREFORK_CHAOS_SEED={seed} {secs_var}={secs})");
     let sandbox = Sandbox::new();
     for dir in ["ctl", "outside", "board"] {
         std::fs::create_dir(sandbox.path().join(dir)).expect("create a sandbox directory");
@@ -171,7 +189,13 @@ fn the_master_holds_its_invariants_under_fire() {
     let worker = sandbox.join("chaos_worker.py");
     std::fs::write(&worker, WORKER).expect("write the worker");
     let config = sandbox.path().join("prefork.toml");
-    std::fs::write(&config, config_text(&sandbox, &worker, BASE, None)).expect("the config");
+    let mut text = config_text(&sandbox, &worker, BASE, None);
+    if spare {
+        text = configs::spare_keys(&text);
+        // Ten slots busy to begin with: the pool settles near 12 to 14.
+        std::fs::write(sandbox.path().join("ctl/busy_below"), "10").expect("the load");
+    }
+    std::fs::write(&config, text).expect("the config");
     let findings = Findings {
         seed,
         start: Instant::now(),
@@ -203,6 +227,9 @@ fn the_master_holds_its_invariants_under_fire() {
         config,
         worker,
     );
+    if spare {
+        chaos.spare = Some(driver::SPARE);
+    }
 
     let startup = chaos
         .converge("the start")

@@ -12,6 +12,14 @@ use super::sampler::lstat;
 use super::{CONVERGE_LIMIT, STABLE_FOR, STUCK_TIMEOUT};
 use crate::harness::{all_procs, Proc};
 
+/// The master's snapshot in its `prefork.master` file (a Parallel::Scoreboard
+/// record: MD5, length, JSON), if it reads whole.
+fn master_snapshot(board: &std::path::Path) -> Option<serde_json::Value> {
+    let data = std::fs::read(board.join("prefork.master")).ok()?;
+    let len = u32::from_be_bytes(data.get(16..20)?.try_into().ok()?) as usize;
+    serde_json::from_slice(data.get(20..20 + len)?).ok()
+}
+
 impl Chaos<'_> {
     pub(super) fn workers(&self) -> Vec<Proc> {
         let master = self.master.pid();
@@ -41,6 +49,7 @@ impl Chaos<'_> {
                 self.target
             ));
         }
+        self.spare_state()?;
         let locked = flocked();
         let wall = SystemTime::now();
         let board = self.sandbox.board();
@@ -71,6 +80,54 @@ impl Chaos<'_> {
                     self.current.arg, self.current.env
                 ));
             }
+        }
+        Ok(())
+    }
+
+    /// A self-sizing pool at rest: its master agrees on the target and the
+    /// bounds, and keeps its idle (and starting) workers within the spare
+    /// bounds, unless it is at its floor or ceiling.
+    fn spare_state(&self) -> Result<(), String> {
+        let Some(b) = self.spare else {
+            return Ok(());
+        };
+        let snapshot =
+            master_snapshot(&self.sandbox.board()).ok_or("the master's snapshot cannot be read")?;
+        let n = |v: &serde_json::Value, key: &str| v.get(key).and_then(|v| v.as_u64());
+        let workers = n(&snapshot, "workers").unwrap_or(0) as usize;
+        if workers != self.target {
+            return Err(format!(
+                "the master keeps {workers} workers, its log says {}",
+                self.target
+            ));
+        }
+        let scaling = snapshot.get("scaling").cloned().unwrap_or_default();
+        let said = [
+            n(&scaling, "min_workers"),
+            n(&scaling, "max_workers"),
+            n(&scaling, "min_spare"),
+            n(&scaling, "max_spare"),
+        ];
+        let expected =
+            [b.min_workers, b.max_workers, b.min_spare, b.max_spare].map(|v| Some(v as u64));
+        if said != expected {
+            return Err(format!(
+                "the master's bounds are {said:?}, not {expected:?}"
+            ));
+        }
+        let spare =
+            (n(&snapshot, "idle").unwrap_or(0) + n(&snapshot, "starting").unwrap_or(0)) as usize;
+        if spare < b.min_spare && workers < b.max_workers {
+            return Err(format!(
+                "{spare} idle or starting, below min_spare {}",
+                b.min_spare
+            ));
+        }
+        if spare > b.max_spare && workers > b.min_workers {
+            return Err(format!(
+                "{spare} idle or starting, above max_spare {}",
+                b.max_spare
+            ));
         }
         Ok(())
     }

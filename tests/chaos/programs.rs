@@ -5,7 +5,10 @@
 /// The one worker program. Its behaviour is chosen at each start: a one-shot
 /// mode the test leaves in `ctl/once_<slot>` (taken by exactly one worker,
 /// which renames it to `ctl/taken_<pid>`), else a standing mode in
-/// `ctl/mode_<slot>`, else it beats: a status every 100 ms.
+/// `ctl/mode_<slot>`, else it beats: a status every 100 ms, busy when its
+/// slot is below the number in `ctl/busy_below` (none: every slot), idle
+/// (`idle ...`, by the default idle rule) otherwise: the load the chaos
+/// puts on a pool that sizes itself.
 pub(super) const WORKER: &str = r#"import hashlib, os, signal, struct, sys, time
 ctl = os.path.join(os.environ["CHAOS_DIR"], "ctl")
 fd = int(os.environ["PREFORK_STATUS_FD"])
@@ -64,7 +67,14 @@ if mode == "liar":
     while True:
         os.pwrite(fd, b"\0" * 16 + struct.pack(">I", 0xFFFFFFF0) + b"lies", 0)
         time.sleep(0.1)
-beat(0.1, lambda n: f"{tag} {mode} beat {n}".encode())
+def busy():
+    try:
+        with open(os.path.join(ctl, "busy_below")) as f:
+            return int(slot) < int(f.read().strip())
+    except (OSError, ValueError):
+        return True
+
+beat(0.1, lambda n: (f"{tag} {mode} beat {n}" if busy() else f"idle {tag} beat {n}").encode())
 "#;
 
 /// A program sharing the board: it puts a live file of its own there (as
