@@ -264,3 +264,72 @@ fn bounds_that_contradict_each_other_are_refused_naming_them() {
         assert!(text.contains(line), "no {line:?} in\n{text}");
     }
 }
+
+/// Idle by the default rule's JSON form (Plack::Middleware::ServerStatus::
+/// Lite's records), and by a pattern that replaces the rule: both seen by
+/// the pool (it neither grows nor shrinks) and by `prefork status`.
+#[test]
+fn the_idle_rule_reads_server_status_lite_json_and_a_pattern_replaces_it() {
+    let sandbox = Sandbox::new();
+    let board = sandbox.board().display().to_string();
+    let lite = sandbox.script(
+        "lite.sh",
+        r#"prefork report "{\"pid\":$$,\"status\":\"_\",\"uptime\":1}"
+exec sleep 1000"#,
+    );
+    let common = [
+        "--workers",
+        "2",
+        "--max-workers",
+        "4",
+        "--min-spare",
+        "2",
+        "--max-spare",
+        "2",
+        "--check-interval",
+        "100ms",
+        "--ready",
+        "report",
+    ];
+    let mut args = common.to_vec();
+    args.extend(["--", "sh", &lite]);
+    let master = Running::start(&mut sandbox.prefork(&args));
+    master.wait_until("two idle JSON workers", || {
+        status_header(&board).contains("2 idle 0 busy 0 starting")
+    });
+    drop(master);
+
+    // "waiting" is not idle by the default rule: the pool grows to its
+    // ceiling; with a pattern that says it is, it stays at two.
+    let waiting = sandbox.script("waiting.sh", "prefork report waiting\nexec sleep 1000");
+    let mut args = common.to_vec();
+    args.extend(["--", "sh", &waiting]);
+    let master = Running::start(&mut sandbox.prefork(&args));
+    master.wait_until("the pool at its ceiling", || {
+        status_header(&board).contains("workers=4/4, 0 idle 4 busy 0 starting")
+    });
+    drop(master);
+    let mut args = common.to_vec();
+    args.extend(["--idle-status", "^wait", "--", "sh", &waiting]);
+    let master = Running::start(&mut sandbox.prefork(&args));
+    master.wait_until("two idle workers by the pattern", || {
+        status_header(&board).contains("workers=2/2, 2 idle 0 busy 0 starting")
+    });
+    let out = Command::new(env!("CARGO_BIN_EXE_prefork"))
+        .args(["status", "--json", "-d", &board])
+        .output()
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let idle: Vec<bool> = json
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["idle"].as_bool().unwrap())
+        .collect();
+    assert_eq!(idle, [true, true], "{json}");
+    assert!(
+        !master.stderr().contains("spare scaling"),
+        "{}",
+        master.report("the pool scaled")
+    );
+}
