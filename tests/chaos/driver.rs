@@ -147,7 +147,14 @@ impl<'a> Chaos<'a> {
     pub(super) fn measure(&mut self) {
         let pid = self.master.pid();
         self.rss.push(master_rss_kib(pid));
-        self.fds.push(master_fds(pid));
+        // The master keeps one descriptor per worker (its status file): a
+        // self-sizing pool's count is taken without them, so that a pool
+        // that ends larger than it started is not taken for a leak.
+        let per_worker = match self.spare {
+            Some(_) => self.workers().len(),
+            None => 0,
+        };
+        self.fds.push(master_fds(pid).saturating_sub(per_worker));
     }
 
     // ----- the master's dumps ----------------------------------------------
@@ -243,6 +250,12 @@ impl Chaos<'_> {
             if name.starts_with("mode_") || name.starts_with("once_") {
                 let _ = std::fs::remove_file(self.ctl(&name));
             }
+        }
+        if self.spare.is_some() {
+            // The load the run started with.
+            let tmp = self.ctl("busy_below.new");
+            std::fs::write(&tmp, "10").expect("write the load");
+            std::fs::rename(&tmp, self.ctl("busy_below")).expect("replace the load");
         }
         let text = self.config_text(BASE, None).into_bytes();
         let started = Instant::now();
