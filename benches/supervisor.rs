@@ -685,6 +685,7 @@ fn check_cost(quick: bool) {
     let worker = reporting_sleeper();
     let worker: Vec<&str> = worker.iter().map(String::as_str).collect();
     let mut check_1000 = None;
+    let mut rewritten_rows = Vec::new();
     for n in [100, 1000] {
         if n > workers_allowed(n) {
             println!("| {n} | skipped: process limit | | | | | | | |");
@@ -718,6 +719,31 @@ fn check_cost(quick: bool) {
             let d = Usage::of(master.pid()).since(&before);
             d.runtime() / d.wakeups().max(1) as u32
         };
+        // The same checks while every status changes between two of them:
+        // the idle rule reads each one again (a status unchanged since the
+        // last read is not read).
+        let rewritten = {
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let rewriter = std::thread::spawn({
+                let (board, stop) = (master.board.clone(), std::sync::Arc::clone(&stop));
+                move || rewrite_statuses(&board, &stop)
+            });
+            std::thread::sleep(Duration::from_millis(300));
+            let skip = checks_logged(&master.log, n).len();
+            let deadline = Instant::now() + Duration::from_secs(30 + lines as u64 / 5);
+            let checks = loop {
+                std::thread::sleep(Duration::from_millis(100));
+                let all = checks_logged(&master.log, n);
+                if all.len() >= skip + lines {
+                    break all[skip..skip + lines].to_vec();
+                }
+                assert!(Instant::now() < deadline, "too few checks logged");
+            };
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            rewriter.join().expect("the rewriter");
+            Summary::of(&checks)
+        };
+        rewritten_rows.push((n, rewritten));
         // The master is stopped meanwhile, so that the two do not compete.
         kill(Pid::from_raw(master.pid()), Signal::SIGSTOP).expect("SIGSTOP the master");
         let spaced = time_read_all(&reader, n, reads, Duration::from_millis(100));
@@ -744,6 +770,20 @@ fn check_cost(quick: bool) {
         );
     }
     println!();
+    println!("The same checks while a thread rewrites every status (`idle ...`, `busy ...` by turns) every 50 ms:");
+    println!("each check reads every status again for the idle rule.");
+    println!();
+    println!("| workers | check median | check p90 | check max |");
+    println!("| ---: | ---: | ---: | ---: |");
+    for (n, c) in &rewritten_rows {
+        println!(
+            "| {n} | {} | {} | {} |",
+            fmt(c.median),
+            fmt(c.p90),
+            fmt(c.max)
+        );
+    }
+    println!();
     println!(
         "check: the master's own figure (`board check of N worker(s) took Xus`, microsecond resolution);"
     );
@@ -763,6 +803,41 @@ fn check_cost(quick: bool) {
         );
     }
     println!("load average after: {}", loadavg());
+}
+
+/// Until `stop`: every 50 ms, a new status in every `status_*` file of
+/// `board`, `idle` and `busy` by turns, as a Parallel::Scoreboard record
+/// written in place (what a worker's update does).
+fn rewrite_statuses(board: &Path, stop: &std::sync::atomic::AtomicBool) {
+    use md5::{Digest, Md5};
+    use std::os::unix::fs::FileExt;
+    let files: Vec<File> = fs::read_dir(board)
+        .expect("list the board")
+        .filter_map(|e| {
+            let e = e.ok()?;
+            e.file_name()
+                .to_str()?
+                .starts_with("status_")
+                .then_some(())?;
+            fs::OpenOptions::new().write(true).open(e.path()).ok()
+        })
+        .collect();
+    let mut turn = 0u64;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let status = if turn % 2 == 0 {
+            &b"idle now"[..]
+        } else {
+            &b"busy now"[..]
+        };
+        let mut record = Md5::digest(status).to_vec();
+        record.extend_from_slice(&(status.len() as u32).to_be_bytes());
+        record.extend_from_slice(status);
+        for file in &files {
+            let _ = file.write_at(&record, 0);
+        }
+        turn += 1;
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// `reads` timed calls of `read_all` (after 3 unmeasured ones), `spacing`

@@ -36,8 +36,6 @@ impl Shell {
         self.ensure_board();
         let clocks = Clocks::now();
         let running: Vec<_> = self.pool.running().collect();
-        self.idle_seen
-            .retain(|pid, _| running.iter().any(|&(_, p)| p == *pid));
         let seen: Vec<Observation> = running
             .iter()
             .map(|&(slot, pid)| self.observe(slot, pid))

@@ -456,6 +456,7 @@ impl Shell {
             let group_alive = killpg(pid, None).is_ok();
             self.pool.exited(pid, how, group_alive, Instant::now());
             self.relay.reaped(pid);
+            self.idle_seen.remove(&pid);
             match self.files.remove(&pid) {
                 Some(file) => self.board.remove(&file),
                 // It died before its exec said it runs: perhaps in the
