@@ -66,19 +66,16 @@ fn healthz(view: &PoolView) -> Response {
 /// What the master's summary says, as `prefork status` words it.
 fn summary(view: &PoolView) -> String {
     let restarts: u64 = view.slots.iter().map(|s| s.restarts).sum();
+    let a = view.activity;
     let mut text = format!(
-        "master pid={} {}, workers={}/{}, restarts={restarts}, up {:.0}s",
+        "master pid={} {}, workers={}/{}, {} idle {} busy {} starting",
         view.master_pid,
         view.phase,
         live(view),
         view.target,
-        view.uptime.as_secs_f64()
-    );
-    let a = view.activity;
-    let _ = write!(
-        text,
-        ", {} idle {} busy {} starting",
-        a.idle, a.busy, a.starting
+        a.idle,
+        a.busy,
+        a.starting
     );
     if let Some(b) = view.bounds {
         let _ = write!(
@@ -87,6 +84,11 @@ fn summary(view: &PoolView) -> String {
             b.min_workers, b.max_workers, b.min_spare, b.max_spare
         );
     }
+    let _ = write!(
+        text,
+        ", restarts={restarts}, up {:.0}s",
+        view.uptime.as_secs_f64()
+    );
     if !view.listen.is_empty() {
         let _ = write!(text, ", listening on {}", view.listen.join(" "));
     }
