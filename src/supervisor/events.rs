@@ -444,8 +444,8 @@ impl fmt::Display for Event {
                 to,
             } => write!(
                 f,
-                "spare scaling: {idle} idle and {starting} starting, below min_spare {min_spare} \
-                 ({busy} busy): {from} -> {to} worker(s)"
+                "spare scaling: {idle} idle, {starting} starting, {busy} busy: below min_spare \
+                 {min_spare}: {from} -> {to} worker(s)"
             ),
             Shrinking {
                 pid,

@@ -10,10 +10,14 @@
 //!   boot. A slot waiting out a crash-loop backoff counts as starting too,
 //!   so a crashing program does not make the pool grow.
 //! - Growth ramps like Apache's: 1 worker, then 2, 4, ... up to 32 at a
-//!   time, a round at most every second, while the shortage lasts.
+//!   time, a round at most every second, while the shortage lasts. A round
+//!   starts its step's workers whatever the shortage (as Apache does): a
+//!   burst that leaves many requests queued is met in a few rounds, and
+//!   what the last round overshot is retired later, one per check.
 //! - Shrinking retires one worker per check, the one idle longest, with the
 //!   stop signal and the graceful timeout; never a busy one, nor one that a
-//!   rollout is replacing.
+//!   rollout is replacing, nor within a round of a growth (the new workers
+//!   get that long to take the load before the excess is judged).
 //! - A slot given up is *parked*, not removed: the other workers keep their
 //!   slot numbers (`PREFORK_WORKER_SLOT`), and growth takes the lowest
 //!   parked slot first.
@@ -29,17 +33,33 @@ use super::Pool;
 use crate::config::{self, Scaling};
 use crate::supervisor::events::Event;
 
-/// Growth rounds are at least this far apart.
+/// Growth rounds are this far apart, at least.
 pub const GROWTH_ROUND: Duration = Duration::from_secs(1);
+/// Checks run on a fixed schedule but each a little late: a round is due
+/// this much before a whole `GROWTH_ROUND` has passed, so that a check one
+/// interval after the last round is not skipped for being a few ms early.
+const ROUND_SLACK: Duration = Duration::from_millis(50);
 /// The most workers one growth round starts.
 pub const MAX_GROWTH_STEP: usize = 32;
 
 /// The growth ramp.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Ramp {
-    /// How many workers the next round may start.
+    /// How many workers the next round starts.
     step: usize,
     last_round: Option<Instant>,
+    /// The last check that found too few idle workers: the ramp starts
+    /// over from 1 once a whole round passed without a shortage (not at the
+    /// first check without one: with short intervals, a few requests ending
+    /// together would reset it in the middle of a burst).
+    last_short: Option<Instant>,
+}
+
+impl Ramp {
+    fn round_due(&self, now: Instant) -> bool {
+        self.last_round
+            .is_none_or(|at| now + ROUND_SLACK >= at + GROWTH_ROUND)
+    }
 }
 
 impl Default for Ramp {
@@ -47,6 +67,7 @@ impl Default for Ramp {
         Ramp {
             step: 1,
             last_round: None,
+            last_short: None,
         }
     }
 }
@@ -115,20 +136,13 @@ impl Pool {
         let activity = self.activity();
         let spare = activity.idle + activity.starting;
         if spare < scaling.min_spare && target < scaling.max_workers {
-            if self
-                .ramp
-                .last_round
-                .is_some_and(|at| now < at + GROWTH_ROUND)
-            {
+            self.ramp.last_short = Some(now);
+            if !self.ramp.round_due(now) {
                 return;
             }
-            let n = (self.ramp.step)
-                .min(scaling.min_spare - spare)
-                .min(scaling.max_workers - target);
-            self.ramp = Ramp {
-                step: (self.ramp.step * 2).min(MAX_GROWTH_STEP),
-                last_round: Some(now),
-            };
+            let n = self.ramp.step.min(scaling.max_workers - target);
+            self.ramp.step = (self.ramp.step * 2).min(MAX_GROWTH_STEP);
+            self.ramp.last_round = Some(now);
             self.emit(Event::Growing {
                 idle: activity.idle,
                 busy: activity.busy,
@@ -140,12 +154,19 @@ impl Pool {
             self.grow(n, now);
             return;
         }
-        self.ramp.step = 1;
-        if spare > scaling.max_spare && target > self.config.min_workers {
+        if self
+            .ramp
+            .last_short
+            .is_none_or(|at| now + ROUND_SLACK >= at + GROWTH_ROUND)
+        {
+            self.ramp.step = 1;
+        }
+        if spare > scaling.max_spare && target > self.config.min_workers && self.ramp.round_due(now)
+        {
             if let Some(slot) = self.idle_longest() {
                 let why = format!(
-                    "{} idle (and {} starting) above max_spare {}",
-                    activity.idle, activity.starting, scaling.max_spare
+                    "{} idle, {} starting, {} busy: above max_spare {}",
+                    activity.idle, activity.starting, activity.busy, scaling.max_spare
                 );
                 self.park(slot, why, now);
             }

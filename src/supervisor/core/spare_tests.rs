@@ -112,8 +112,9 @@ fn growth_ramps_one_two_four_up_to_the_ceiling_a_round_a_second() {
         board.check(&mut h);
         h.advance(Duration::from_millis(500));
     }
-    // The shortage is 20 idle; the step doubles; the ceiling is 64.
-    assert_eq!(grown(&h), [1, 2, 4, 8, 16, 20, 11]);
+    // The step doubles while the shortage lasts, whatever its size (the
+    // new workers turn busy at once here), up to the ceiling of 64.
+    assert_eq!(grown(&h), [1, 2, 4, 8, 16, 31]);
     assert_eq!(h.pool.target(), 64);
     assert_eq!(h.pool.live_workers(), 64);
     let a = h.pool.activity();
@@ -133,17 +134,17 @@ fn starting_workers_count_as_idle_so_a_burst_starts_them_once() {
     assert_eq!(forked.len(), 1);
     h.advance(Duration::from_secs(1));
     board.check(&mut h);
-    // 1 starting + 0 idle < 2: the ramp's second round adds one, not two.
-    assert_eq!(grown(&h), [1, 1]);
+    // 1 starting + 0 idle < 2: the ramp's second round.
+    assert_eq!(grown(&h), [1, 2]);
     let a = h.pool.activity();
-    assert_eq!(a.starting, 2);
-    // While both boot, no further round, however many checks.
+    assert_eq!(a.starting, 3);
+    // While they boot, no further round, however many checks.
     h.tick();
     for _ in 0..3 {
         h.advance(Duration::from_secs(1));
         board.check(&mut h);
     }
-    assert_eq!(grown(&h), [1, 1]);
+    assert_eq!(grown(&h), [1, 2]);
 }
 
 #[test]
@@ -306,4 +307,52 @@ fn a_fixed_pool_never_scales() {
     assert!(grown(&h).is_empty() && shrunk(&h).is_empty());
     // The counts still say who is idle.
     assert_eq!(h.pool.activity().idle, 3);
+}
+
+#[test]
+fn a_round_is_not_skipped_for_a_check_a_little_early_and_the_ramp_survives_a_lull() {
+    let mut h = harness(2, 2, 64, (2, 64));
+    let board = Board::new(&h);
+    start(&mut h);
+    board.check(&mut h);
+    start(&mut h);
+    // The next check 990 ms later (the last one ran 10 ms late): a round.
+    h.advance(Duration::from_millis(990));
+    board.check(&mut h);
+    start(&mut h);
+    assert_eq!(grown(&h), [1, 2]);
+    // A check with no shortage (two requests ended together), then the
+    // shortage again: the ramp goes on from 4, it does not start over.
+    let mut lull = Board::new(&h);
+    lull.wall0 = board.wall0;
+    lull.mono0 = board.mono0;
+    let pids: Vec<Pid> = h.pool.running().map(|(_, pid)| pid).take(2).collect();
+    for pid in pids {
+        lull.idle.insert(pid, h.now);
+    }
+    h.advance(Duration::from_millis(300));
+    lull.check(&mut h);
+    h.advance(Duration::from_millis(700));
+    board.check(&mut h);
+    assert_eq!(grown(&h), [1, 2, 4]);
+}
+
+#[test]
+fn no_worker_is_retired_within_a_round_of_a_growth() {
+    let mut h = harness(3, 1, 16, (1, 1));
+    let mut board = Board::new(&h);
+    let pids = start(&mut h);
+    board.check(&mut h); // three busy: one more
+    assert_eq!(grown(&h), [1]);
+    start(&mut h);
+    // Two requests end at once: two idle, above max_spare; not judged yet.
+    for pid in &pids[..2] {
+        board.idle.insert(*pid, h.now);
+    }
+    h.advance(Duration::from_millis(500));
+    board.check(&mut h);
+    assert!(shrunk(&h).is_empty());
+    h.advance(Duration::from_millis(500));
+    board.check(&mut h);
+    assert_eq!(shrunk(&h).len(), 1);
 }
