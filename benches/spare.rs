@@ -16,7 +16,8 @@
 //!
 //! For each pool and K (8 and 24): the time from the burst's start until
 //! the pool has K + min_spare workers (its need: K busy, 2 idle), the peak,
-//! the requests served and failed during the burst and their latency, and
+//! the workers forked and exited while the load ran, the requests served
+//! and failed during the burst and their latency, and
 //! the time from the load's stop until the pool is back to its resting size
 //! (3: max_spare idle workers, all of them idle). prefork runs at its
 //! default check interval (1 s) and at 100 ms; the peer at its defaults.
@@ -122,9 +123,9 @@ fn main() {
     );
     println!();
     println!(
-        "| pool | K | before | grown to need | peak (at) | served/s | failed | p50 / p99 / max | back to {REST} | log: need / back |"
+        "| pool | K | before | grown to need | peak (at) | forked / exited | served/s | failed | p50 / p99 / max | back to {REST} | log: need / back |"
     );
-    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     let _ = io::stdout().flush();
     let mut rows: Vec<(usize, Setup, Result<Row, String>)> = Vec::new();
     for &k in &bursts {
@@ -155,6 +156,8 @@ struct Row {
     failed: u64,
     failures: Vec<String>,
     latency: httpload::Latency,
+    /// Workers that started, and that exited, while the load ran.
+    churn: (usize, usize),
     /// From the load's stop until the pool was back to `REST`, if it was.
     shrunk: Option<Duration>,
     /// The same two, from prefork's log lines (None for the peer).
@@ -201,7 +204,17 @@ fn run(setup: Setup, k: usize, hold: Duration) -> Result<Row, String> {
     }
     // A second more at rest, to see that it stays there.
     std::thread::sleep(Duration::from_secs(1));
-    let (samples, events) = sampler.finish();
+    let Samples {
+        sizes: samples,
+        events,
+        forks,
+        exits,
+    } = sampler.finish();
+    let during = |at: &&Instant| **at >= t0 && **at <= stopped;
+    let churn = (
+        forks.iter().filter(during).count(),
+        exits.iter().filter(during).count(),
+    );
     pool.stop();
 
     let after = |from: Instant| samples.iter().filter(move |(t, _)| *t >= from);
@@ -264,6 +277,7 @@ fn run(setup: Setup, k: usize, hold: Duration) -> Result<Row, String> {
             .map(|f| format!("at {:.3} s: {}", f.sent_at.as_secs_f64(), f.reason))
             .collect(),
         latency: report.latency(),
+        churn,
         shrunk,
         log_grown,
         log_shrunk,
@@ -274,7 +288,7 @@ fn run(setup: Setup, k: usize, hold: Duration) -> Result<Row, String> {
 fn print_row(setup: Setup, k: usize, row: &Result<Row, String>) {
     let label = setup.label();
     match row {
-        Err(why) => println!("| {label} | {k} | - | - | - | - | - | - | - | {why} |"),
+        Err(why) => println!("| {label} | {k} | - | - | - | - | - | - | - | - | {why} |"),
         Ok(r) => {
             let log = if r.log_counts.is_some() {
                 format!("{} / {}", opt(r.log_grown), opt(r.log_shrunk))
@@ -282,11 +296,13 @@ fn print_row(setup: Setup, k: usize, row: &Result<Row, String>) {
                 "-".into()
             };
             println!(
-                "| {label} | {k} | {} | {} | {} ({:.2} s) | {:.1} | {} | {} / {} / {} | {} | {log} |",
+                "| {label} | {k} | {} | {} | {} ({:.2} s) | {} / {} | {:.1} | {} | {} / {} / {} | {} | {log} |",
                 r.before,
                 opt(r.grown),
                 r.peak,
                 r.peak_at.as_secs_f64(),
+                r.churn.0,
+                r.churn.1,
                 r.served_per_s,
                 r.failed,
                 ms(r.latency.p50),
@@ -584,9 +600,17 @@ struct Sampler {
     thread: Option<JoinHandle<Samples>>,
 }
 
-/// The sizes counted, and the sizes prefork's log announced (when, the
-/// size, the line).
-type Samples = (Vec<(Instant, usize)>, Vec<(Instant, usize, String)>);
+/// What the sampler saw: the sizes counted, and the sizes prefork's log
+/// announced (when, the size, the line).
+#[derive(Default)]
+struct Samples {
+    sizes: Vec<(Instant, usize)>,
+    events: Vec<(Instant, usize, String)>,
+    /// When a worker was first seen, and when one was last seen (it exited
+    /// before the next sample).
+    forks: Vec<Instant>,
+    exits: Vec<Instant>,
+}
 
 impl Sampler {
     fn start(master: i32, log: Option<PathBuf>) -> Sampler {
@@ -596,26 +620,32 @@ impl Sampler {
         let thread = std::thread::Builder::new()
             .name("sampler".into())
             .spawn(move || {
-                let mut sizes = Vec::new();
-                let mut events = Vec::new();
+                let mut seen = Samples::default();
+                let mut known: Vec<i32> = Vec::new();
                 let mut tail = log.map(LogTail::new);
                 let mut next = Instant::now();
                 while !s.load(Ordering::Relaxed) {
-                    let n = live_children(master).len();
+                    let mut pids = live_children(master);
+                    pids.sort_unstable();
                     let now = Instant::now();
-                    l.store(n, Ordering::Relaxed);
-                    sizes.push((now, n));
+                    l.store(pids.len(), Ordering::Relaxed);
+                    seen.sizes.push((now, pids.len()));
+                    let new = pids.iter().filter(|p| known.binary_search(p).is_err());
+                    seen.forks.extend(new.map(|_| now));
+                    let gone = known.iter().filter(|p| pids.binary_search(p).is_err());
+                    seen.exits.extend(gone.map(|_| now));
+                    known = pids;
                     if let Some(tail) = tail.as_mut() {
                         for line in tail.new_lines() {
                             if let Some(to) = scaled_to(&line) {
-                                events.push((now, to, line));
+                                seen.events.push((now, to, line));
                             }
                         }
                     }
                     next += SAMPLE_EVERY;
                     sleep_until(next);
                 }
-                (sizes, events)
+                seen
             })
             .expect("start the sampler");
         Sampler {
