@@ -6,7 +6,7 @@
 # `cargo bench --bench spare`, which measures the bench profile's prefork
 # (release with debug info) unless PREFORK_BENCH_BIN names another.
 #
-#   bench/spare.sh            # about 4 minutes once built
+#   bench/spare.sh            # about 2.5 minutes once built
 #   bench/spare.sh --quick    # bursts of 6 s instead of 15 (PREFORK_BENCH_QUICK=1)
 #
 # The peer needs Perl's Parallel::Prefork (Debian: libparallel-prefork-perl);

@@ -22,7 +22,7 @@
 //! (3: max_spare idle workers, all of them idle). prefork runs at its
 //! default check interval (1 s) and at 100 ms; the peer at its defaults.
 //!
-//! `cargo bench --bench spare` runs it all (about 4 minutes);
+//! `cargo bench --bench spare` runs it all (about 2.5 minutes);
 //! `PREFORK_BENCH_QUICK=1` holds each burst 6 s instead of 15 s;
 //! `PREFORK_BENCH_ONLY=peer,prefork-1s,prefork-100ms` runs some pools and
 //! `PREFORK_BENCH_BURSTS=8,24` sets the bursts;
