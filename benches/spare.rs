@@ -319,6 +319,14 @@ fn print_row(setup: Setup, k: usize, row: &Result<Row, String>) {
 fn ratios(rows: &[(usize, Setup, Result<Row, String>)], bursts: &[usize]) {
     println!("### Ratios, prefork / peer (same run; below 1: prefork is faster)");
     println!();
+    if !rows
+        .iter()
+        .any(|(_, s, r)| matches!(s, Setup::Peer) && r.is_ok())
+    {
+        println!("(none: no row of the peer)");
+        println!();
+        return;
+    }
     println!("| K | prefork check | grown to need | back to {REST} | p99 latency |");
     println!("| ---: | --- | ---: | ---: | ---: |");
     let ratio = |a: Option<Duration>, b: Option<Duration>| match (a, b) {
@@ -808,7 +816,7 @@ fn peer_available() -> Result<String, String> {
     match out {
         Ok(out) if out.status.success() => Ok(String::from_utf8_lossy(&out.stdout).into_owned()),
         _ => Err(
-            "Parallel::Prefork::SpareWorkers is not installed (Debian: libparallel-prefork-perl)"
+            "no peer: perl or Parallel::Prefork::SpareWorkers is missing (Debian: libparallel-prefork-perl)"
                 .into(),
         ),
     }
