@@ -1,0 +1,139 @@
+//! Reading one frame: the board (through a read-only scoreboard handle,
+//! which never removes a file, not even a dead worker's), the master's
+//! snapshot, and each live worker's `/proc/<pid>/stat`.
+//!
+//! A board directory that vanishes is no error for the viewer: the frame
+//! says so, and the next frames look for it again, so a board that comes
+//! back (a restarted service) is picked up.
+
+use std::path::{Path, PathBuf};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use crate::idle::IdleRule;
+use crate::scoreboard::Scoreboard;
+use crate::supervisor::master_file;
+
+use super::model::{classify, Counts, Frame, Row};
+use super::procfs::{self, CpuMeter};
+use super::snapshot::MasterInfo;
+
+/// The largest status read. A status above it shows as unreadable (with its
+/// size); the view is for people, and reads the board once a second.
+const MAX_STATUS: usize = 1 << 20;
+
+/// What `Scoreboard::read_only` says of our handle.
+const WHY_READ_ONLY: &str = "prefork top only reads";
+
+/// Reads frames of one board.
+pub struct Reader {
+    dir: PathBuf,
+    board: Option<Scoreboard>,
+    /// `--idle-status`, over the master's rule.
+    rule: Option<IdleRule>,
+    cpu: CpuMeter,
+}
+
+impl Reader {
+    /// A reader of the board in `dir`; fails when it cannot be opened.
+    pub fn open(dir: &Path, rule: Option<IdleRule>) -> crate::scoreboard::Result<Reader> {
+        let board = open_board(dir)?;
+        Ok(Reader {
+            dir: dir.to_path_buf(),
+            board: Some(board),
+            rule,
+            cpu: CpuMeter::default(),
+        })
+    }
+
+    /// Reads the board as it is now.
+    pub fn read(&mut self) -> Frame {
+        let mut frame = Frame {
+            dir: self.dir.clone(),
+            ..Frame::default()
+        };
+        let board = match self.board() {
+            Ok(board) => board,
+            Err(why) => {
+                frame.error = Some(why);
+                return frame;
+            }
+        };
+        let workers = match board.live_workers() {
+            Ok(workers) => workers,
+            Err(e) => {
+                frame.error = Some(format!("cannot read the scoreboard: {e}"));
+                self.board = None;
+                return frame;
+            }
+        };
+        let wall = SystemTime::now();
+        let unix_now = wall
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
+        let master = master_file::read(&self.dir).map(|v| MasterInfo::from_snapshot(&v, unix_now));
+        let master_rule = master
+            .as_ref()
+            .and_then(|m| m.idle_status.as_deref())
+            .and_then(|p| IdleRule::pattern(p).ok());
+        let rule = self
+            .rule
+            .as_ref()
+            .or(master_rule.as_ref())
+            .unwrap_or(&IdleRule::Default);
+        let stuck_timeout = master.as_ref().and_then(|m| m.stuck_timeout);
+        let at = Instant::now();
+        frame.rows = workers
+            .into_iter()
+            .map(|worker| {
+                let age = wall.duration_since(worker.updated).unwrap_or_default();
+                let slot = master.as_ref().and_then(|m| m.slots.get(&worker.id));
+                let sample = worker.id.parse().ok().and_then(|pid| {
+                    let sample = procfs::sample(pid)?;
+                    Some((sample, self.cpu.observe(pid, sample, at)))
+                });
+                Row {
+                    slot: slot.map(|s| s.slot),
+                    restarts: slot.and_then(|s| s.restarts),
+                    state: classify(&worker.status, age, stuck_timeout, rule),
+                    line: crate::render::status_cell(&worker.status),
+                    age,
+                    cpu: sample.and_then(|(_, cpu)| cpu),
+                    rss: sample.map(|(s, _)| s.rss_bytes),
+                    id: worker.id,
+                    status: worker.status,
+                }
+            })
+            .collect();
+        self.cpu.end_frame();
+        frame.counts = Counts::of(&frame.rows);
+        frame.master = master;
+        frame
+    }
+
+    /// The handle, opened again when the directory was removed or replaced
+    /// since (ours would list a deleted directory: nothing, forever).
+    fn board(&mut self) -> Result<&Scoreboard, String> {
+        if !self.board.as_ref().is_some_and(Scoreboard::dir_is_current) {
+            self.board = None;
+            let dir = self.dir.display();
+            let board = open_board(&self.dir).map_err(|e| match e {
+                crate::scoreboard::Error::Io { cause, .. }
+                    if cause.kind() == std::io::ErrorKind::NotFound =>
+                {
+                    format!("scoreboard {dir} is gone: {cause}; waiting for it to come back")
+                }
+                e => format!("cannot read the scoreboard {dir}: {e}"),
+            })?;
+            self.board = Some(board);
+        }
+        Ok(self.board.as_ref().expect("opened above"))
+    }
+}
+
+fn open_board(dir: &Path) -> crate::scoreboard::Result<Scoreboard> {
+    Scoreboard::builder(dir)
+        .read_only(WHY_READ_ONLY)
+        .max_status_len(MAX_STATUS)
+        .build()
+}
