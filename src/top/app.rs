@@ -150,6 +150,8 @@ impl App {
             KeyCode::PageUp => detail.scroll = detail.scroll.saturating_sub(page),
             KeyCode::PageDown | KeyCode::Char(' ') => detail.scroll += page,
             KeyCode::Home | KeyCode::Char('g') => detail.scroll = 0,
+            // Clamped to the last page when drawn.
+            KeyCode::End | KeyCode::Char('G') => detail.scroll = usize::MAX,
             _ => return Action::Nothing,
         }
         Action::Redraw

@@ -102,7 +102,7 @@ fn key_line(app: &App) -> Line<'static> {
         return Line::from(format!("/{}", app.filter));
     }
     let text = match app.detail {
-        Some(_) => "q quit  Esc/Enter back  Up/Down/PgUp/PgDn scroll",
+        Some(_) => "q quit  Esc/Enter back  Up/Down/PgUp/PgDn/Home/End scroll",
         None => "q quit  sort: a age, c cpu, m rss, s slot  / filter  Up/Down/PgUp/PgDn move  Enter status",
     };
     Line::from(Span::styled(
