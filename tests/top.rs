@@ -17,20 +17,19 @@ use crate::util::{self, fork_lock, status_path, ChildGuard};
 
 const PREFORK: &str = env!("CARGO_BIN_EXE_prefork");
 
-/// A tmux server of the test's own, with one window running `sh`.
+/// A tmux server of the test's own (its socket in a directory of its own,
+/// removed with it), with one window running `sh`.
 struct Tmux {
     socket: String,
+    _dir: tempfile::TempDir,
 }
 
 impl Tmux {
     fn start(width: u16, height: u16) -> Tmux {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let dir = util::tempdir();
         let tmux = Tmux {
-            socket: format!(
-                "prefork-top-{}-{}",
-                std::process::id(),
-                NEXT.fetch_add(1, Ordering::SeqCst)
-            ),
+            socket: dir.path().join("tmux").to_str().expect("UTF-8").into(),
+            _dir: dir,
         };
         let (w, h) = (width.to_string(), height.to_string());
         tmux.run(&[
@@ -50,7 +49,7 @@ impl Tmux {
 
     fn run(&self, args: &[&str]) -> Output {
         let mut cmd = Command::new("tmux");
-        cmd.args(["-L", &self.socket, "-f", "/dev/null"])
+        cmd.args(["-S", &self.socket, "-f", "/dev/null"])
             .args(args)
             .env("TERM", "xterm-256color")
             .stdin(Stdio::null());
@@ -155,7 +154,7 @@ impl Drop for Tmux {
     fn drop(&mut self) {
         // Ends the server and everything in its windows (SIGHUP).
         let _ = Command::new("tmux")
-            .args(["-L", &self.socket, "-f", "/dev/null", "kill-server"])
+            .args(["-S", &self.socket, "-f", "/dev/null", "kill-server"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
