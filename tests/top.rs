@@ -273,8 +273,14 @@ exec sleep 100000"#
             &pidfile,
             &format!("-d {} {args}", self.sandbox.board().display()),
         ));
-        tmux.wait_for("four workers", |s| {
+        // The master's snapshot, rewritten at its board checks, may lag
+        // behind the board: wait for both.
+        tmux.wait_for("four workers, three in the master's slots", |s| {
+            let table = rows(s);
             s.contains("4 live worker(s)")
+                && s.contains("workers 3/3")
+                && table.len() == 4
+                && table.iter().filter(|r| r.starts_with("   - ")).count() == 1
                 && s.contains("POST /upload")
                 && s.contains("perl busy")
                 && s.contains("GET /report")

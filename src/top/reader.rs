@@ -14,7 +14,7 @@ use crate::scoreboard::Scoreboard;
 use crate::supervisor::master_file;
 
 use super::model::{classify, Counts, Frame, Row};
-use super::procfs::{self, CpuMeter};
+use super::procfs::{CpuMeter, ProcFiles};
 use super::snapshot::MasterInfo;
 
 /// The largest status read. A status above it shows as unreadable (with its
@@ -31,6 +31,7 @@ pub struct Reader {
     /// `--idle-status`, over the master's rule.
     rule: Option<IdleRule>,
     cpu: CpuMeter,
+    proc: ProcFiles,
 }
 
 impl Reader {
@@ -42,6 +43,7 @@ impl Reader {
             board: Some(board),
             rule,
             cpu: CpuMeter::default(),
+            proc: ProcFiles::new(),
         })
     }
 
@@ -71,7 +73,9 @@ impl Reader {
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs_f64();
-        let master = master_file::read(&self.dir).map(|v| MasterInfo::from_snapshot(&v, unix_now));
+        let snapshot = master_file::read(&self.dir);
+        let at = Instant::now();
+        let master = snapshot.map(|v| MasterInfo::from_snapshot(&v, unix_now));
         let master_rule = master
             .as_ref()
             .and_then(|m| m.idle_status.as_deref())
@@ -82,30 +86,31 @@ impl Reader {
             .or(master_rule.as_ref())
             .unwrap_or(&IdleRule::Default);
         let stuck_timeout = master.as_ref().and_then(|m| m.stuck_timeout);
-        let at = Instant::now();
         frame.rows = workers
             .into_iter()
             .map(|worker| {
                 let age = wall.duration_since(worker.updated).unwrap_or_default();
                 let slot = master.as_ref().and_then(|m| m.slots.get(&worker.id));
-                let sample = worker.id.parse().ok().and_then(|pid| {
-                    let sample = procfs::sample(pid)?;
-                    Some((sample, self.cpu.observe(pid, sample, at)))
-                });
+                let pid = worker.id.parse().ok();
+                let sample = pid.and_then(|pid| self.proc.sample(pid));
+                let cpu = pid
+                    .zip(sample)
+                    .and_then(|(pid, s)| self.cpu.observe(pid, s, at));
                 Row {
                     slot: slot.map(|s| s.slot),
                     restarts: slot.and_then(|s| s.restarts),
                     state: classify(&worker.status, age, stuck_timeout, rule),
                     line: crate::render::status_cell(&worker.status),
                     age,
-                    cpu: sample.and_then(|(_, cpu)| cpu),
-                    rss: sample.map(|(s, _)| s.rss_bytes),
+                    cpu,
+                    rss: sample.map(|s| s.rss_bytes),
                     id: worker.id,
                     status: worker.status,
                 }
             })
             .collect();
         self.cpu.end_frame();
+        self.proc.end_frame();
         frame.counts = Counts::of(&frame.rows);
         frame.master = master;
         frame
