@@ -150,6 +150,13 @@ impl Tmux {
     }
 }
 
+impl Tmux {
+    /// Ends the server: its windows' terminals hang up.
+    fn kill_server(&self) {
+        self.run(&["kill-server"]);
+    }
+}
+
 impl Drop for Tmux {
     fn drop(&mut self) {
         // Ends the server and everything in its windows (SIGHUP).
@@ -413,8 +420,9 @@ fn top_filters_shows_a_whole_status_and_redraws_on_resize() {
     tmux.wait_for("a tiny frame", |s| {
         s.lines().count() <= 5 && s.contains("score")
     });
+    // Back to a room for every row: all of them shown again.
     tmux.resize(100, 20);
-    tmux.wait_text("4 live worker(s)");
+    tmux.wait_for("all four rows again", |s| rows(s).len() == 4);
     tmux.keys(&["q"]);
     tmux.wait_shell_back(0);
 }
@@ -464,6 +472,24 @@ fn top_gives_the_terminal_back_on_ctrl_c_sigint_and_sigterm() {
         }
         tmux.wait_shell_back(code);
     }
+}
+
+#[test]
+fn top_ends_when_its_terminal_hangs_up() {
+    let dir = util::tempdir();
+    let board = dir.path().join("board");
+    let mut kids = ChildGuard::new();
+    simple_board(&board, &[b"serving"], &mut kids);
+    let pidfile = dir.path().join("top.pid");
+    let tmux = Tmux::start(100, 20);
+    tmux.line(&top_line(&pidfile, &format!("-d {}", board.display())));
+    tmux.wait_text("1 live worker(s)");
+    let pid = pid_in(&pidfile);
+    tmux.kill_server();
+    assert!(
+        eventually(|| !crate::harness::alive(pid)),
+        "prefork top (pid {pid}) still runs without its terminal"
+    );
 }
 
 #[test]

@@ -30,6 +30,9 @@ use app::{Action, App};
 use model::SortKey;
 use reader::Reader;
 
+/// The exit status when the terminal hangs up, as if by SIGHUP.
+const HUNG_UP: u8 = 128 + 1;
+
 /// The shortest interval: a faster refresh is mostly the view's own cost.
 const MIN_INTERVAL: Duration = Duration::from_millis(50);
 
@@ -45,8 +48,8 @@ pub struct Options {
     pub sort: SortKey,
 }
 
-/// Runs the view until `q`, ^C or a signal; returns the exit code (0, or
-/// 128 + the signal that ended it).
+/// Runs the view until `q`, ^C, SIGINT or SIGTERM, or its terminal hangs
+/// up; returns the exit code (0, or 128 + the signal that ended it).
 pub fn run(options: Options) -> Result<u8> {
     let dir = &options.dir;
     if !dir.is_dir() {
@@ -93,6 +96,7 @@ fn live(reader: &mut Reader, options: &Options) -> Result<u8> {
     let mut table = TableState::default();
     let mut frame = reader.read();
     let mut next = Instant::now() + interval;
+    let mut watch_tty = true;
     loop {
         let shown = model::visible(&frame.rows, app.sort, &app.filter);
         let ids: Vec<&str> = shown.iter().map(|&i| frame.rows[i].id.as_str()).collect();
@@ -112,9 +116,18 @@ fn live(reader: &mut Reader, options: &Options) -> Result<u8> {
                 next = now + interval;
                 break;
             }
-            wakeups.wait(next - now).context("cannot wait for input")?;
+            let woken = wakeups
+                .wait(next - now, watch_tty)
+                .context("cannot wait for input")?;
+            if woken == terminal::Woken::HungUp {
+                return Ok(HUNG_UP);
+            }
             let mut redraw = wakeups.take_resized();
+            // crossterm reads the terminal (and its own SIGWINCH) at every
+            // wake-up, so that a resize is taken apart from the keys.
+            let mut events = 0;
             while event::poll(Duration::ZERO).context("cannot read the terminal")? {
+                events += 1;
                 match event::read().context("cannot read the terminal")? {
                     Event::Key(key) => match app.key(key, &ids) {
                         Action::Quit => return Ok(0),
@@ -125,6 +138,10 @@ fn live(reader: &mut Reader, options: &Options) -> Result<u8> {
                     _ => {}
                 }
             }
+            // Input that crossterm did not take (a wake-up it had already
+            // consumed, or half an escape sequence) waits for the next key
+            // or the next frame, rather than waking the loop again at once.
+            watch_tty = !(woken == terminal::Woken::Input && events == 0);
             if redraw {
                 break;
             }

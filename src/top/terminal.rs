@@ -1,6 +1,7 @@
 //! The terminal while `prefork top` runs: raw mode and the alternate
 //! screen, given back as they were on every way out (a return, an error, a
-//! panic, SIGINT, SIGTERM, SIGHUP), and the wake-ups of the loop.
+//! panic, SIGINT, SIGTERM), and the wake-ups of the loop. A terminal that
+//! hangs up ends it too (SIGHUP, or its end of file).
 //!
 //! The loop sleeps in one `poll` on the terminal and a self-pipe that
 //! signal-hook writes to, so a key, a resize (SIGWINCH) or a signal wakes it
@@ -22,7 +23,7 @@ use crossterm::{cursor, execute, queue};
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use ratatui::backend::CrosstermBackend;
 use ratatui::Terminal;
-use signal_hook::consts::signal::{SIGHUP, SIGINT, SIGTERM, SIGWINCH};
+use signal_hook::consts::signal::{SIGINT, SIGTERM, SIGWINCH};
 use signal_hook::SigId;
 
 /// Whether the terminal is ours (raw, alternate screen) and must be given
@@ -117,8 +118,22 @@ impl Drop for Screen {
 }
 
 /// The signals that end `prefork top`: what would kill it, but leave the
-/// terminal raw, if they were not caught.
-const QUIT_SIGNALS: [i32; 3] = [SIGINT, SIGTERM, SIGHUP];
+/// terminal raw, if they were not caught. Not SIGHUP: its terminal is
+/// gone, there is nothing to give back, and its default action ends us
+/// wherever we are.
+const QUIT_SIGNALS: [i32; 2] = [SIGINT, SIGTERM];
+
+/// What a wait found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Woken {
+    /// The interval passed, or a signal came (see the flags).
+    Other,
+    /// The terminal has input for crossterm to read.
+    Input,
+    /// The terminal hung up: nothing will ever be read from it again. (Not
+    /// for crossterm to read: it would read its end of file forever.)
+    HungUp,
+}
 
 /// What wakes the loop besides its timeout.
 pub struct Wakeups {
@@ -169,8 +184,9 @@ impl Wakeups {
         })
     }
 
-    /// Sleeps until a key, a signal or `timeout`.
-    pub fn wait(&mut self, timeout: Duration) -> io::Result<()> {
+    /// Sleeps until a key (unless not `for_input`), a signal, a hang-up or
+    /// `timeout`.
+    pub fn wait(&mut self, timeout: Duration, for_input: bool) -> io::Result<Woken> {
         let stdin = io::stdin();
         let tty: BorrowedFd<'_> = match &self.tty {
             Some(tty) => tty.as_fd(),
@@ -178,7 +194,14 @@ impl Wakeups {
         };
         let millis = timeout.as_millis().clamp(1, i32::MAX as u128) as i32;
         let mut fds = [
-            PollFd::new(tty, PollFlags::POLLIN),
+            // A hang-up is reported whatever is asked.
+            PollFd::new(
+                tty,
+                match for_input {
+                    true => PollFlags::POLLIN,
+                    false => PollFlags::empty(),
+                },
+            ),
             PollFd::new(self.pipe.as_fd(), PollFlags::POLLIN),
         ];
         match nix::poll::poll(
@@ -188,9 +211,17 @@ impl Wakeups {
             Ok(_) | Err(nix::errno::Errno::EINTR) => {}
             Err(e) => return Err(e.into()),
         }
+        let tty = fds[0].revents().unwrap_or(PollFlags::empty());
         let mut drain = [0u8; 64];
         while matches!(self.pipe.read(&mut drain), Ok(n) if n > 0) {}
-        Ok(())
+        let hung_up = PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL;
+        Ok(if tty.intersects(hung_up) {
+            Woken::HungUp
+        } else if tty.contains(PollFlags::POLLIN) {
+            Woken::Input
+        } else {
+            Woken::Other
+        })
     }
 
     /// The quit signal caught, if one was.

@@ -132,6 +132,13 @@ fn draw_table(
         .header(titles)
         .row_highlight_style(Style::default().add_modifier(Modifier::REVERSED));
     state.select((!shown.is_empty()).then_some(app.cursor));
+    // Rows scrolled off the top come back when there is room for them
+    // (a taller terminal, fewer rows); ratatui then keeps the cursor in view.
+    let room = usize::from(area.height.saturating_sub(1));
+    let most = shown.len().saturating_sub(room);
+    if state.offset() > most {
+        *state.offset_mut() = most;
+    }
     out.render_stateful_widget(table, area, state);
 }
 
