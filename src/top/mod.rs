@@ -8,6 +8,7 @@
 //! printed as plain text ([`plain`]). It never writes on the board.
 
 pub mod app;
+pub mod board;
 pub mod model;
 pub mod plain;
 pub mod procfs;

@@ -1,6 +1,7 @@
 //! Reading one frame: the board (through a read-only scoreboard handle,
-//! which never removes a file, not even a dead worker's), the master's
-//! snapshot, and each live worker's `/proc/<pid>/stat`.
+//! which never removes a file, not even a dead worker's, and its files kept
+//! open: [`super::board`]), the master's snapshot, and each live worker's
+//! `/proc/<pid>/stat` (kept open too: [`super::procfs`]).
 //!
 //! A board directory that vanishes is no error for the viewer: the frame
 //! says so, and the next frames look for it again, so a board that comes
@@ -13,6 +14,7 @@ use crate::idle::IdleRule;
 use crate::scoreboard::Scoreboard;
 use crate::supervisor::master_file;
 
+use super::board::BoardFiles;
 use super::model::{classify, Counts, Frame, Row};
 use super::procfs::{CpuMeter, ProcFiles};
 use super::snapshot::MasterInfo;
@@ -30,6 +32,7 @@ pub struct Reader {
     board: Option<Scoreboard>,
     /// `--idle-status`, over the master's rule.
     rule: Option<IdleRule>,
+    files: BoardFiles,
     cpu: CpuMeter,
     proc: ProcFiles,
 }
@@ -42,6 +45,7 @@ impl Reader {
             dir: dir.to_path_buf(),
             board: Some(board),
             rule,
+            files: BoardFiles::default(),
             cpu: CpuMeter::default(),
             proc: ProcFiles::new(),
         })
@@ -53,14 +57,12 @@ impl Reader {
             dir: self.dir.clone(),
             ..Frame::default()
         };
-        let board = match self.board() {
-            Ok(board) => board,
-            Err(why) => {
-                frame.error = Some(why);
-                return frame;
-            }
-        };
-        let workers = match board.live_workers() {
+        if let Err(why) = self.ensure_board() {
+            frame.error = Some(why);
+            return frame;
+        }
+        let board = self.board.as_ref().expect("ensured above");
+        let workers = match self.files.live_workers(board) {
             Ok(workers) => workers,
             Err(e) => {
                 frame.error = Some(format!("cannot read the scoreboard: {e}"));
@@ -118,9 +120,10 @@ impl Reader {
 
     /// The handle, opened again when the directory was removed or replaced
     /// since (ours would list a deleted directory: nothing, forever).
-    fn board(&mut self) -> Result<&Scoreboard, String> {
+    fn ensure_board(&mut self) -> Result<(), String> {
         if !self.board.as_ref().is_some_and(Scoreboard::dir_is_current) {
             self.board = None;
+            self.files.clear();
             let dir = self.dir.display();
             let board = open_board(&self.dir).map_err(|e| match e {
                 crate::scoreboard::Error::Io { cause, .. }
@@ -132,7 +135,7 @@ impl Reader {
             })?;
             self.board = Some(board);
         }
-        Ok(self.board.as_ref().expect("opened above"))
+        Ok(())
     }
 }
 
