@@ -1,7 +1,8 @@
 //! The board's live workers, read with their files kept open from frame to
 //! frame: a listing of the directory, then per file one `fstat`, one lock
-//! probe and one read, where a scan (`Scoreboard::live_workers`) opens and
-//! closes each file as well. What a worker is, live or dead, is the
+//! probe and one read (none while the file's mtime says it was not written
+//! since), where a scan (`Scoreboard::live_workers`) opens, reads and
+//! closes each file every time. What a worker is, live or dead, is the
 //! scoreboard's one rule (its lock is held), through its [`WatchedFile`].
 //!
 //! Nothing is ever removed: a dead worker's file is passed over (and kept
@@ -9,12 +10,28 @@
 
 use std::collections::HashMap;
 use std::io;
+use std::time::{Duration, SystemTime};
 
-use crate::scoreboard::{LiveWorker, Scoreboard, WatchedFile};
+use crate::scoreboard::{LiveWorker, Scoreboard, Status, WatchedFile};
+
+/// A status read is reused while the file's mtime stays the same, if it
+/// was read this long after that mtime: a later write, even within the same
+/// tick of the coarse clock that stamps files (a few ms), gets a later one.
+const SETTLED: Duration = Duration::from_millis(50);
+
+/// A worker's file, and its status as last read.
+#[derive(Debug)]
+struct Open {
+    file: WatchedFile,
+    /// The mtime the status was read at, when it was read, and the status.
+    read: Option<(SystemTime, SystemTime, Status)>,
+}
 
 #[derive(Debug, Default)]
 pub struct BoardFiles {
-    open: HashMap<String, WatchedFile>,
+    open: HashMap<String, Open>,
+    /// What each record is read into.
+    buf: Vec<u8>,
 }
 
 impl BoardFiles {
@@ -53,22 +70,36 @@ impl BoardFiles {
 
     /// Worker `id`, if it is live.
     fn read(&mut self, board: &Scoreboard, id: &str) -> Option<LiveWorker> {
-        let mut state = self.open.get(id).and_then(|f| f.state().ok());
+        let mut state = self.open.get(id).and_then(|f| f.file.state().ok());
         // A file that lost its name was replaced (a new worker of the same
         // id, or removed and made again): the name's file is opened anew.
         if !state.is_some_and(|s| s.linked) {
             let file = board.watch(id).ok()?;
             state = Some(file.state().ok()?);
-            self.open.insert(id.to_string(), file);
+            self.open.insert(id.to_string(), Open { file, read: None });
         }
-        let file = &self.open[id];
-        if !file.is_held().ok()? {
+        let updated = state?.updated;
+        let open = self.open.get_mut(id)?;
+        if !open.file.is_held().ok()? {
             return None;
         }
+        let status = match &open.read {
+            Some((mtime, at, status))
+                if *mtime == updated && at.duration_since(*mtime).is_ok_and(|d| d > SETTLED) =>
+            {
+                status.clone()
+            }
+            _ => {
+                let at = SystemTime::now();
+                let status = open.file.status_with(&mut self.buf);
+                open.read = Some((updated, at, status.clone()));
+                status
+            }
+        };
         Some(LiveWorker {
             id: id.to_string(),
-            updated: state?.updated,
-            status: file.status(),
+            updated,
+            status,
         })
     }
 }
@@ -118,11 +149,18 @@ mod tests {
             );
             assert_eq!(files.open.len(), 2, "both files kept open");
         }
+        // A write right after a read is read, whatever the clock's tick.
         writer.update(b"busier").unwrap();
         let workers = files.live_workers(&board).unwrap();
         assert_eq!(
             workers[0].status,
             crate::scoreboard::Status::Written(b"busier".to_vec())
+        );
+        writer.update(b"busiest").unwrap();
+        let workers = files.live_workers(&board).unwrap();
+        assert_eq!(
+            workers[0].status,
+            crate::scoreboard::Status::Written(b"busiest".to_vec())
         );
         assert!(dead.exists());
         std::fs::remove_file(&dead).unwrap();
