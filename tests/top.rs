@@ -573,6 +573,15 @@ fn top_once_or_into_a_pipe_prints_one_plain_frame() {
         assert!(text.contains("serving \\u{1b}[31mred"), "{text}");
         assert_eq!(text.lines().count(), 4, "header, titles, two rows: {text}");
     }
+    // The board named by a config file.
+    let config = dir.path().join("prefork.toml");
+    std::fs::write(&config, format!("scoreboard_dir = {b:?}\n")).unwrap();
+    let out = top(&["-c", config.to_str().unwrap(), "--once"], &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.starts_with(&format!("scoreboard {b}: 2 live")),
+        "{text}"
+    );
     // Another idle rule: both idle.
     let out = top(&["-d", b, "--once", "--idle-status", "^(serving|_)"], &[]);
     let text = String::from_utf8_lossy(&out.stdout);
