@@ -79,6 +79,12 @@ impl Tmux {
         self.keys(&["Enter"]);
     }
 
+    /// The screen with its colours and attributes, as escape sequences.
+    fn screen_with_escapes(&self) -> String {
+        let out = self.run(&["capture-pane", "-p", "-e", "-t", "t"]);
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     fn screen(&self) -> String {
         String::from_utf8_lossy(&self.run(&["capture-pane", "-p", "-t", "t"]).stdout).into_owned()
     }
@@ -471,6 +477,37 @@ fn top_gives_the_terminal_back_on_ctrl_c_sigint_and_sigterm() {
             _ => crate::harness::signal(pid_in(&pidfile), nix::sys::signal::SIGTERM),
         }
         tmux.wait_shell_back(code);
+    }
+}
+
+/// Whether `screen` (with escapes) sets a foreground colour: `ESC[3Nm` or
+/// `ESC[38;...m` (not `ESC[39m`, the default colour).
+fn coloured(screen: &str) -> bool {
+    screen.split('\x1b').any(|seq| {
+        let b = seq.as_bytes();
+        b.len() > 3 && b[0] == b'[' && b[1] == b'3' && (b'0'..=b'8').contains(&b[2])
+    })
+}
+
+#[test]
+fn top_colours_the_states_unless_no_color_is_set() {
+    let dir = util::tempdir();
+    let board = dir.path().join("board");
+    let mut kids = ChildGuard::new();
+    simple_board(&board, &[b"serving"], &mut kids);
+    let pidfile = dir.path().join("top.pid");
+    let tmux = Tmux::start(100, 20);
+    for (env, colours) in [("", true), ("env NO_COLOR=1 ", false)] {
+        tmux.line(&format!(
+            "sh -c 'echo $$ > {}; exec {env}{PREFORK} top -d {}'",
+            pidfile.display(),
+            board.display()
+        ));
+        tmux.wait_text("1 live worker(s)");
+        let screen = tmux.screen_with_escapes();
+        assert_eq!(coloured(&screen), colours, "{env:?}: {screen:?}");
+        tmux.keys(&["q"]);
+        tmux.wait_shell_back(0);
     }
 }
 
