@@ -33,6 +33,11 @@ pub enum Sub {
     Status(StatusArgs),
     /// Write this worker's status (from a worker started by prefork)
     Report(ReportArgs),
+    /// A live view of a scoreboard (of a running prefork, or of any program
+    /// using Parallel::Scoreboard), refreshed in place; keys: q quit, a/c/m/s
+    /// sort by age/CPU/RSS/slot, / filter, arrows move, Enter whole status
+    #[command(after_help = durations_help())]
+    Top(TopArgs),
 }
 
 #[derive(Debug, Clone, Args)]
@@ -58,6 +63,61 @@ pub struct StatusArgs {
     /// Exit with status 3 when fewer live workers are on the board
     #[arg(long, value_name = "N")]
     pub min_workers: Option<usize>,
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(group = clap::ArgGroup::new("board").required(true).args(["scoreboard_dir", "config"]))]
+pub struct TopArgs {
+    /// The scoreboard directory
+    #[arg(
+        short = 'd',
+        long = "scoreboard",
+        visible_alias = "scoreboard-dir",
+        value_name = "DIR"
+    )]
+    pub scoreboard_dir: Option<PathBuf>,
+
+    /// A config file whose `scoreboard_dir` names the directory
+    #[arg(short, long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// How often the view is read again
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = positive_duration)]
+    pub interval: std::time::Duration,
+
+    /// Print one frame as plain text and exit (also what happens when the
+    /// output is not a terminal)
+    #[arg(long)]
+    pub once: bool,
+
+    /// A regular expression that an idle worker's status matches (default:
+    /// the master's `idle_status`, else `_`, `idle...` or JSON {"status":"_"})
+    #[arg(long, value_name = "PATTERN")]
+    pub idle_status: Option<String>,
+
+    /// The order of the rows at start
+    #[arg(long, value_enum, default_value = "slot")]
+    pub sort: TopSort,
+}
+
+/// The orders of `prefork top`'s rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TopSort {
+    /// The longest since its last update first
+    Age,
+    /// The most CPU first
+    Cpu,
+    /// The largest resident memory first
+    Rss,
+    /// By slot, then pid
+    Slot,
+}
+
+fn positive_duration(text: &str) -> Result<std::time::Duration, String> {
+    match crate::duration::parse(text)? {
+        d if d.is_zero() => Err("must be above 0".into()),
+        d => Ok(d),
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -149,5 +209,24 @@ mod tests {
         assert_eq!(cli.run.options.command.unwrap(), ["check"]);
         let cli = Cli::try_parse_from(["prefork", "check", "-c", "x.toml"]).unwrap();
         assert!(matches!(cli.subcommand, Some(Sub::Check(_))));
+    }
+
+    #[test]
+    fn top_needs_a_board_and_takes_an_interval_and_a_sort() {
+        assert!(Cli::try_parse_from(["prefork", "top"]).is_err());
+        assert!(Cli::try_parse_from(["prefork", "top", "-d", "b", "--interval", "0"]).is_err());
+        let cli =
+            Cli::try_parse_from(["prefork", "top", "-d", "b", "--interval", "250ms"]).unwrap();
+        let Some(Sub::Top(top)) = cli.subcommand else {
+            panic!("not top")
+        };
+        assert_eq!(top.interval, std::time::Duration::from_millis(250));
+        assert_eq!(top.sort, TopSort::Slot);
+        let cli =
+            Cli::try_parse_from(["prefork", "top", "-c", "x.toml", "--sort", "cpu", "--once"]);
+        let Some(Sub::Top(top)) = cli.unwrap().subcommand else {
+            panic!("not top")
+        };
+        assert_eq!((top.sort, top.once), (TopSort::Cpu, true));
     }
 }

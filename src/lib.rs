@@ -22,3 +22,4 @@ pub mod report;
 pub use prefork_scoreboard as scoreboard;
 pub mod status;
 pub mod supervisor;
+pub mod top;

@@ -1,14 +1,15 @@
 //! The `prefork` binary: parse, run, map the outcome to an exit code.
 
 use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Parser;
-use prefork::cli::{Cli, StatusArgs, Sub};
+use prefork::cli::{Cli, StatusArgs, Sub, TopArgs, TopSort};
 use prefork::config::{self, ConfigError};
 use prefork::supervisor::{self, sinks, StartFailure};
-use prefork::{report, status};
+use prefork::{report, status, top};
 
 /// `prefork status --min-workers N` found fewer.
 const UNHEALTHY: u8 = 3;
@@ -20,6 +21,7 @@ fn main() -> ExitCode {
         Some(Sub::Check(args)) => check(args.into_source()),
         Some(Sub::Status(args)) => return status(args).unwrap_or_else(|e| fail(&e)),
         Some(Sub::Report(args)) => report::run(args.status.as_bytes()),
+        Some(Sub::Top(args)) => return top(args).unwrap_or_else(|e| fail(&e)),
         None => supervisor::run(cli.run.into_source()),
     };
     match outcome {
@@ -52,12 +54,17 @@ fn check(source: config::Source) -> Result<()> {
     Ok(())
 }
 
-fn status(args: StatusArgs) -> Result<ExitCode> {
-    let dir = match (args.scoreboard_dir, &args.config) {
+/// The board of `-d DIR` or of `-c FILE`.
+fn board_dir(dir: Option<PathBuf>, config: Option<&Path>) -> Result<PathBuf> {
+    Ok(match (dir, config) {
         (Some(dir), _) => dir,
         (None, Some(file)) => config::scoreboard_dir_of(file)?,
         (None, None) => unreachable!("clap requires one of them"),
-    };
+    })
+}
+
+fn status(args: StatusArgs) -> Result<ExitCode> {
+    let dir = board_dir(args.scoreboard_dir, args.config.as_deref())?;
     let query = status::Query {
         json: args.json,
         min_workers: args.min_workers,
@@ -66,4 +73,27 @@ fn status(args: StatusArgs) -> Result<ExitCode> {
         true => ExitCode::SUCCESS,
         false => ExitCode::from(UNHEALTHY),
     })
+}
+
+fn top(args: TopArgs) -> Result<ExitCode> {
+    let idle_rule = match &args.idle_status {
+        Some(pattern) => Some(
+            prefork::idle::IdleRule::pattern(pattern)
+                .map_err(|why| ConfigError(format!("--idle-status {pattern:?}: {why}")))?,
+        ),
+        None => None,
+    };
+    let options = top::Options {
+        dir: board_dir(args.scoreboard_dir, args.config.as_deref())?,
+        interval: args.interval,
+        once: args.once,
+        idle_rule,
+        sort: match args.sort {
+            TopSort::Age => top::model::SortKey::Age,
+            TopSort::Cpu => top::model::SortKey::Cpu,
+            TopSort::Rss => top::model::SortKey::Rss,
+            TopSort::Slot => top::model::SortKey::Slot,
+        },
+    };
+    top::run(options).map(ExitCode::from)
 }

@@ -319,3 +319,36 @@ fn a_board_of_our_own_is_writable_for_a_monitor() {
     reader.cleanup().unwrap();
     assert!(names_in(dir.path()).is_empty());
 }
+
+#[test]
+fn a_read_only_reader_removes_nothing_even_on_its_own_board() {
+    let forking = fork_lock();
+    let mut kids = ChildGuard::new();
+    let dir = tempdir();
+    let base = dir.path();
+    held_by_child(
+        &forking,
+        &mut kids,
+        &status_path(base, "live"),
+        &record::encode(b"serving"),
+    );
+    std::fs::write(status_path(base, "dead"), record::encode(b"gone")).unwrap();
+    let mut reader = Scoreboard::builder(base)
+        .read_only("a viewer")
+        .build()
+        .unwrap();
+    assert_eq!(reader.read_only(), Some("a viewer"));
+    let live = reader.live_workers().unwrap();
+    assert_eq!(live.len(), 1, "{live:?}");
+    assert_eq!(reader.read_all().unwrap().len(), 1);
+    assert!(matches!(reader.cleanup(), Err(Error::InsecureDir { .. })));
+    assert!(reader.update(b"x").is_err());
+    assert_eq!(names_in(base), ["status_dead", "status_live"]);
+    // Nor does it create a missing directory.
+    let missing = base.join("missing");
+    assert!(Scoreboard::builder(&missing)
+        .read_only("a viewer")
+        .build()
+        .is_err());
+    assert!(!missing.exists());
+}

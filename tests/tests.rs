@@ -36,6 +36,9 @@ mod supervisor_stuck;
 // Reading and writing the board from outside, in four languages.
 mod monitoring;
 
+// `prefork top`, driven in a real terminal (tmux).
+mod top;
+
 // Every config/*.toml, run as the README says.
 mod sample_configs;
 

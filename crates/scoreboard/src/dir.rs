@@ -111,6 +111,12 @@ impl BaseDir {
         self.read_only.as_deref()
     }
 
+    /// Makes the handle read-only whoever owns the directory, saying
+    /// `reason` (a foreign owner's fact, when there is one, is kept).
+    pub fn forbid_writes(&mut self, reason: String) {
+        self.read_only.get_or_insert(reason);
+    }
+
     /// Fails, with the error that opening the directory for writing would
     /// have given, unless we may write in it.
     pub fn check_writable(&self) -> Result<()> {

@@ -118,6 +118,8 @@ pub struct Builder {
     max_status_len: usize,
     remove_own_stale_file: bool,
     create: bool,
+    /// Why the caller wants no writes at all, if it does (see [`Builder::read_only`]).
+    read_only: Option<String>,
 }
 
 impl Builder {
@@ -131,6 +133,7 @@ impl Builder {
             max_status_len: DEFAULT_MAX_STATUS_LEN,
             remove_own_stale_file: true,
             create: true,
+            read_only: None,
         }
     }
 
@@ -176,6 +179,18 @@ impl Builder {
         self
     }
 
+    /// For a viewer that must change nothing on the board (`prefork top`):
+    /// a [`monitor`](Builder::monitor) that is read-only on any directory,
+    /// its own included. It never creates nor removes a file, not even a
+    /// dead worker's (whose lock it can take): such files are listed by
+    /// neither reader and left to the board's own master or readers.
+    /// [`Scoreboard::read_only`] then says `reason`.
+    pub fn read_only(mut self, reason: impl Into<String>) -> Self {
+        self = self.monitor();
+        self.read_only = Some(reason.into());
+        self
+    }
+
     /// The largest status a reader loads (default 64 MiB); a larger record
     /// is not read: [`Unreadable::TooLarge`] for [`Scoreboard::live_workers`],
     /// skipped with a warning by [`Scoreboard::read_all`].
@@ -189,7 +204,10 @@ impl Builder {
     pub fn build(self) -> Result<Scoreboard> {
         writer::watch_forks();
         let mode = self.create.then_some(self.dir_mode);
-        let dir = BaseDir::open(&self.base_dir, mode, self.allow_foreign_owner)?;
+        let mut dir = BaseDir::open(&self.base_dir, mode, self.allow_foreign_owner)?;
+        if let Some(reason) = self.read_only {
+            dir.forbid_writes(reason);
+        }
         let board = Scoreboard {
             dir,
             worker_id: self.worker_id,

@@ -83,8 +83,14 @@ impl WatchedFile {
     /// The current status: what the worker wrote (read whole and checked),
     /// nothing yet, or why it cannot be read.
     pub fn status(&self) -> Status {
-        let mut buf = Vec::new();
-        match reader::read_status(self.fd.as_raw_fd(), &mut buf, self.max_status_len) {
+        self.status_with(&mut Vec::new())
+    }
+
+    /// [`status`](WatchedFile::status), reading into `buf` (kept by the
+    /// caller from call to call): for a reader of many files, one buffer
+    /// instead of a fresh 64 KiB one per file.
+    pub fn status_with(&self, buf: &mut Vec<u8>) -> Status {
+        match reader::read_status(self.fd.as_raw_fd(), buf, self.max_status_len) {
             Read::Written(status) => Status::Written(status.to_vec()),
             Read::NotYet => Status::NotYet,
             Read::Unreadable(why) => Status::Unreadable(why),
