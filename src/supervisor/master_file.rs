@@ -109,11 +109,16 @@ fn read_pid(file: &File) -> Option<u32> {
 const MAX_SNAPSHOT: usize = 4 << 20;
 
 /// The snapshot in a master file, if it reads back whole (a torn read, the
-/// master rewriting it, is tried again a few times).
+/// master rewriting it, is tried again a few times). The buffer is the
+/// file's size, not the largest a snapshot may be: `prefork top` reads it
+/// every frame.
 fn read_snapshot(file: &File) -> Option<serde_json::Value> {
     use std::os::unix::fs::FileExt;
-    let mut buf = vec![0u8; MAX_SNAPSHOT];
+    let mut buf = Vec::new();
     for _ in 0..scoreboard::READ_ATTEMPTS {
+        let size = file.metadata().ok()?.len() as usize;
+        // One byte more than the file: a file that grew since is seen torn.
+        buf.resize(size.min(MAX_SNAPSHOT) + 1, 0);
         let n = file.read_at(&mut buf, 0).ok()?;
         if let record::Parsed::Valid(json) = record::parse(&buf[..n]) {
             return serde_json::from_slice(json).ok();

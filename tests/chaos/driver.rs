@@ -270,7 +270,17 @@ impl Chaos<'_> {
 
     /// SIGTERM: the master must exit 0 after its graceful shutdown.
     pub(super) fn stop(&mut self) -> Option<ExitStatus> {
-        if !self.signal_master(Signal::SIGTERM) {
+        // Gone before the signal is a violation; gone right after it is
+        // what SIGTERM asks (a test thread that lost its CPU between the two
+        // would see a quick master as gone: not `signal_master`, then).
+        if let Some(status) = self.master.try_exit() {
+            self.findings
+                .violation(format!("the master exited before SIGTERM: {status}"));
+            return Some(status);
+        }
+        if let Err(e) = kill(Pid::from_raw(self.master.pid()), Signal::SIGTERM) {
+            self.findings
+                .violation(format!("SIGTERM to the master failed: {e}"));
             return self.master.try_exit();
         }
         let deadline = Instant::now() + GRACEFUL_TIMEOUT + Duration::from_secs(10);

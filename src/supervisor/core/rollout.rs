@@ -311,8 +311,9 @@ impl Pool {
         let slot = incoming.slot;
         self.emit(Event::Ready { pid, slot, after });
         let signal = self.config.stop_signal;
-        let Some(s) = self.slots.get_mut(slot) else {
-            // The slot went away (SIGTTOU) meanwhile.
+        let Some(s) = self.slots.get_mut(slot).filter(|s| !s.parked) else {
+            // The slot went away (SIGTTOU, or a self-sizing pool gave it
+            // up) meanwhile.
             self.stop_worker(pid, None, now);
             return true;
         };

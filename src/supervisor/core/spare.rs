@@ -233,11 +233,14 @@ impl Pool {
             .map(|(_, i)| i)
     }
 
-    /// An empty slot (its worker not forked yet, or in backoff).
+    /// An empty slot (its worker not forked yet, or in backoff), that no
+    /// rollout is starting a worker for (its old one died meanwhile).
     fn spare_slot(&self) -> Option<usize> {
+        let targets: Vec<usize> = self.rollout().map_or(Vec::new(), |r| r.targets().collect());
         self.slots
             .iter()
-            .rposition(|s| !s.parked && s.worker.is_none() && !s.forking)
+            .enumerate()
+            .rposition(|(i, s)| s.wants_worker() && !targets.contains(&i))
     }
 
     /// The slot of the worker started last, busy or not: what a lowered

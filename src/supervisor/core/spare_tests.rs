@@ -356,3 +356,26 @@ fn no_worker_is_retired_within_a_round_of_a_growth() {
     board.check(&mut h);
     assert_eq!(shrunk(&h).len(), 1);
 }
+
+#[test]
+fn a_slot_a_rollout_is_starting_a_worker_for_is_never_given_up() {
+    let mut h = harness(3, 1, 3, (0, 3));
+    let pids = start(&mut h);
+    let mut new = h.pool.config().clone();
+    new.command = vec!["./other".into()];
+    h.pool.reconfigure(new, Vec::new(), false, h.now);
+    h.run_effects();
+    let incoming = h.tick();
+    assert_eq!(incoming.len(), 1, "max_surge 1");
+    let target = incoming[0].0;
+    // Its old worker dies while the new one starts: the slot is empty.
+    h.exit(pids[target], crate::supervisor::events::Ended::Exited(1));
+    // A lower ceiling gives up a slot, but not that one.
+    h.pool.remove_worker(h.now);
+    h.run_effects();
+    assert_eq!(shrunk(&h).len(), 1);
+    assert!(shrunk(&h).iter().all(|&(_, slot)| slot != target));
+    // The new worker takes its slot when it is ready.
+    h.exec_ok(incoming[0].1);
+    assert_eq!(h.pool.slot_of(incoming[0].1), Some(target));
+}
