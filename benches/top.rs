@@ -25,6 +25,7 @@ use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 use prefork::scoreboard::Scoreboard;
 use prefork::supervisor::master_file;
+use prefork::top::snapshot::MasterInfo;
 use prefork::top::{procfs, reader::Reader};
 
 const TARGET: Duration = Duration::from_millis(5);
@@ -81,9 +82,10 @@ fn main() {
         }),
     ));
     results.push((
-        "part: the master's snapshot",
+        "part: the master's snapshot (read, and the fields top shows parsed)",
         time(rounds, Duration::ZERO, || {
-            assert!(master_file::read(&board).is_some());
+            let json = master_file::read_json(&board).expect("a snapshot");
+            assert!(MasterInfo::from_json(&json, 0.0).is_some());
         }),
     ));
     let pids: Vec<Option<u32>> = handle

@@ -108,11 +108,16 @@ fn read_pid(file: &File) -> Option<u32> {
 /// A full board of 4096 slots fits several times over.
 const MAX_SNAPSHOT: usize = 4 << 20;
 
-/// The snapshot in a master file, if it reads back whole (a torn read, the
-/// master rewriting it, is tried again a few times). The buffer is the
-/// file's size, not the largest a snapshot may be: `prefork top` reads it
-/// every frame.
+/// The snapshot in a master file, if it reads back whole.
 fn read_snapshot(file: &File) -> Option<serde_json::Value> {
+    serde_json::from_slice(&read_record(file)?).ok()
+}
+
+/// The snapshot's JSON in a master file, if its record reads back whole (a
+/// torn read, the master rewriting it, is tried again a few times). The
+/// buffer is the file's size, not the largest a snapshot may be: `prefork
+/// top` reads it every frame.
+fn read_record(file: &File) -> Option<Vec<u8>> {
     use std::os::unix::fs::FileExt;
     let mut buf = Vec::new();
     for _ in 0..scoreboard::READ_ATTEMPTS {
@@ -121,7 +126,11 @@ fn read_snapshot(file: &File) -> Option<serde_json::Value> {
         buf.resize(size.min(MAX_SNAPSHOT) + 1, 0);
         let n = file.read_at(&mut buf, 0).ok()?;
         if let record::Parsed::Valid(json) = record::parse(&buf[..n]) {
-            return serde_json::from_slice(json).ok();
+            // The record is its header, then the JSON.
+            let len = json.len();
+            buf.truncate(record::HEADER_LEN + len);
+            buf.drain(..record::HEADER_LEN);
+            return Some(buf);
         }
     }
     None
@@ -132,6 +141,12 @@ fn read_snapshot(file: &File) -> Option<serde_json::Value> {
 /// holds its lock), or when it cannot be read. Never blocks: the file is
 /// opened without following a symlink nor waiting on a FIFO.
 pub fn read(dir: &Path) -> Option<serde_json::Value> {
+    serde_json::from_slice(&read_json(dir)?).ok()
+}
+
+/// The same snapshot as its JSON text, for a reader with a parser of its
+/// own (`prefork top` reads the fields it shows without building a tree).
+pub fn read_json(dir: &Path) -> Option<Vec<u8>> {
     let file = File::options()
         .read(true)
         .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY)
@@ -143,7 +158,7 @@ pub fn read(dir: &Path) -> Option<serde_json::Value> {
     // A lock we can take means a master that is gone: its snapshot is stale.
     match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockSharedNonblock) {
         Ok(_released_on_drop) => None,
-        Err((file, nix::errno::Errno::EWOULDBLOCK)) => read_snapshot(&file),
+        Err((file, nix::errno::Errno::EWOULDBLOCK)) => read_record(&file),
         Err(_) => None,
     }
 }

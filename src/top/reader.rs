@@ -75,9 +75,9 @@ impl Reader {
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
             .as_secs_f64();
-        let snapshot = master_file::read(&self.dir);
+        let snapshot = master_file::read_json(&self.dir);
         let at = Instant::now();
-        let master = snapshot.map(|v| MasterInfo::from_snapshot(&v, unix_now));
+        let master = snapshot.and_then(|json| MasterInfo::from_json(&json, unix_now));
         let master_rule = master
             .as_ref()
             .and_then(|m| m.idle_status.as_deref())

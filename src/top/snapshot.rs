@@ -45,7 +45,87 @@ pub struct MasterInfo {
     pub slots: HashMap<String, SlotInfo>,
 }
 
+/// The snapshot's fields that `top` shows, as the master writes them: read
+/// straight from the JSON (a thousand slots' tree is not built and
+/// dropped each frame). A snapshot that does not fit (another master
+/// version's) is read through [`MasterInfo::from_snapshot`] instead.
+#[derive(serde::Deserialize)]
+struct Typed<'a> {
+    master_pid: Option<u64>,
+    #[serde(borrow)]
+    phase: Option<std::borrow::Cow<'a, str>>,
+    started: Option<f64>,
+    live: Option<u64>,
+    workers: Option<u64>,
+    #[serde(default)]
+    listen: Vec<String>,
+    scaling: Option<TypedScaling>,
+    idle_status: Option<String>,
+    stuck_timeout: Option<f64>,
+    #[serde(default, borrow)]
+    slots: Vec<TypedSlot<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct TypedScaling {
+    min_workers: Option<u64>,
+    max_workers: Option<u64>,
+    min_spare: Option<u64>,
+    max_spare: Option<u64>,
+}
+
+#[derive(serde::Deserialize)]
+struct TypedSlot<'a> {
+    slot: u64,
+    pid: Option<u64>,
+    #[serde(borrow)]
+    state: std::borrow::Cow<'a, str>,
+    restarts: Option<u64>,
+}
+
 impl MasterInfo {
+    /// Reads the snapshot's JSON text; `now` is the Unix time in seconds.
+    pub fn from_json(json: &[u8], now: f64) -> Option<MasterInfo> {
+        let Ok(t) = serde_json::from_slice::<Typed>(json) else {
+            let value: serde_json::Value = serde_json::from_slice(json).ok()?;
+            return Some(MasterInfo::from_snapshot(&value, now));
+        };
+        let slots = t
+            .slots
+            .iter()
+            .filter(|s| !matches!(&*s.state, "empty" | "parked"))
+            .filter_map(|s| {
+                let info = SlotInfo {
+                    slot: s.slot as usize,
+                    restarts: s.restarts,
+                    state: s.state.to_string(),
+                };
+                Some((s.pid?.to_string(), info))
+            })
+            .collect();
+        Some(MasterInfo {
+            pid: t.master_pid,
+            phase: t.phase.map(|p| p.into_owned()),
+            uptime: t.started.map(|s| secs((now - s).max(0.0))),
+            live: t.live,
+            target: t.workers,
+            restarts: t.slots.iter().filter_map(|s| s.restarts).sum(),
+            listen: t.listen,
+            scaling: t.scaling.map(|s| Scaling {
+                min_workers: s.min_workers,
+                max_workers: s.max_workers,
+                min_spare: s.min_spare,
+                max_spare: s.max_spare,
+            }),
+            idle_status: t.idle_status,
+            stuck_timeout: t
+                .stuck_timeout
+                .filter(|t| t.is_finite() && *t > 0.0)
+                .map(secs),
+            slots,
+        })
+    }
+
     /// Reads the snapshot `value`; `now` is the Unix time in seconds.
     pub fn from_snapshot(value: &serde_json::Value, now: f64) -> MasterInfo {
         let u64_of = |key: &str| value.get(key).and_then(|v| v.as_u64());
@@ -151,6 +231,32 @@ mod tests {
         assert_eq!(info.slots["201"].slot, 0);
         assert_eq!(info.slots["202"].state, "starting");
         assert_eq!(info.restarts, 15, "the restarts of every slot");
+    }
+
+    #[test]
+    fn the_typed_reading_agrees_with_the_tolerant_one() {
+        let value = json!({
+            "master_pid": 100, "started": 1000.0, "updated": 1009.0, "phase": "running",
+            "workers": 3, "live": 2, "listen": ["127.0.0.1:8080"], "counters": {"spawned": 4},
+            "idle_status": "^ready$", "stuck_timeout": 30.0, "idle": 1, "busy": 1, "starting": 0,
+            "scaling": {"min_workers": 1, "max_workers": 8, "min_spare": 1, "max_spare": 3},
+            "slots": [
+                {"slot": 0, "pid": 201, "state": "running", "since": 1001.0, "restarts": 2, "last_exit": null},
+                {"slot": 1, "pid": 202, "state": "starting", "restarts": 1},
+                {"slot": 2, "pid": null, "state": "empty", "restarts": 4}
+            ]
+        });
+        let text = serde_json::to_vec(&value).unwrap();
+        let typed = MasterInfo::from_json(&text, 1010.0).unwrap();
+        assert_eq!(typed, MasterInfo::from_snapshot(&value, 1010.0));
+        // What does not fit the types goes the tolerant way.
+        let odd = br#"{"master_pid": 7, "listen": ["a", 7], "slots": [{"slot": "x"}]}"#;
+        let info = MasterInfo::from_json(odd, 0.0).unwrap();
+        assert_eq!(
+            (info.pid, info.listen.as_slice()),
+            (Some(7), &["a".to_string()][..])
+        );
+        assert_eq!(MasterInfo::from_json(b"not json", 0.0), None);
     }
 
     #[test]
