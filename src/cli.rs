@@ -146,7 +146,8 @@ Signals to the master:
   SIGQUIT          immediate shutdown
   SIGHUP           re-read the config file; roll changed workers over without downtime
   SIGUSR1          print the scoreboard to standard output
-  SIGTTIN/SIGTTOU  one worker more / one fewer
+  SIGTTIN/SIGTTOU  one worker more / one fewer (a pool that sizes itself:
+                   min_workers and max_workers one higher / lower)
 ";
 
 fn after_help() -> String {
