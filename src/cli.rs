@@ -40,9 +40,10 @@ pub enum Sub {
     Top(TopArgs),
 }
 
+/// Which board a reader reads: `-d DIR`, or `-c FILE`'s `scoreboard_dir`.
 #[derive(Debug, Clone, Args)]
 #[command(group = clap::ArgGroup::new("board").required(true).args(["scoreboard_dir", "config"]))]
-pub struct StatusArgs {
+pub struct BoardArgs {
     /// The scoreboard directory
     #[arg(
         short = 'd',
@@ -55,6 +56,12 @@ pub struct StatusArgs {
     /// A config file whose `scoreboard_dir` names the directory
     #[arg(short, long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub board: BoardArgs,
 
     /// Print a JSON array instead of a table
     #[arg(long)]
@@ -66,20 +73,9 @@ pub struct StatusArgs {
 }
 
 #[derive(Debug, Clone, Args)]
-#[command(group = clap::ArgGroup::new("board").required(true).args(["scoreboard_dir", "config"]))]
 pub struct TopArgs {
-    /// The scoreboard directory
-    #[arg(
-        short = 'd',
-        long = "scoreboard",
-        visible_alias = "scoreboard-dir",
-        value_name = "DIR"
-    )]
-    pub scoreboard_dir: Option<PathBuf>,
-
-    /// A config file whose `scoreboard_dir` names the directory
-    #[arg(short, long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
+    #[command(flatten)]
+    pub board: BoardArgs,
 
     /// How often the view is read again
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = positive_duration)]

@@ -1,12 +1,12 @@
 //! The `prefork` binary: parse, run, map the outcome to an exit code.
 
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
 use clap::Parser;
-use prefork::cli::{Cli, StatusArgs, Sub, TopArgs, TopSort};
+use prefork::cli::{BoardArgs, Cli, StatusArgs, Sub, TopArgs, TopSort};
 use prefork::config::{self, ConfigError};
 use prefork::supervisor::{self, sinks, StartFailure};
 use prefork::{report, status, top};
@@ -55,16 +55,16 @@ fn check(source: config::Source) -> Result<()> {
 }
 
 /// The board of `-d DIR` or of `-c FILE`.
-fn board_dir(dir: Option<PathBuf>, config: Option<&Path>) -> Result<PathBuf> {
-    Ok(match (dir, config) {
+fn board_dir(args: BoardArgs) -> Result<PathBuf> {
+    Ok(match (args.scoreboard_dir, args.config) {
         (Some(dir), _) => dir,
-        (None, Some(file)) => config::scoreboard_dir_of(file)?,
+        (None, Some(file)) => config::scoreboard_dir_of(&file)?,
         (None, None) => unreachable!("clap requires one of them"),
     })
 }
 
 fn status(args: StatusArgs) -> Result<ExitCode> {
-    let dir = board_dir(args.scoreboard_dir, args.config.as_deref())?;
+    let dir = board_dir(args.board)?;
     let query = status::Query {
         json: args.json,
         min_workers: args.min_workers,
@@ -84,7 +84,7 @@ fn top(args: TopArgs) -> Result<ExitCode> {
         None => None,
     };
     let options = top::Options {
-        dir: board_dir(args.scoreboard_dir, args.config.as_deref())?,
+        dir: board_dir(args.board)?,
         interval: args.interval,
         once: args.once,
         idle_rule,

@@ -457,6 +457,20 @@ impl Running {
         }
     }
 
+    /// The TCP address the master's log says its workers listen on (its
+    /// first `listening on ADDR` line), once it has said it.
+    pub fn listen_addr(&self) -> std::net::SocketAddr {
+        let mut addr = None;
+        self.wait_until("the listening socket", || {
+            addr = self.stderr().lines().find_map(|line| {
+                let (_, rest) = line.split_once("listening on ")?;
+                rest.split(' ').next()?.parse().ok()
+            });
+            addr.is_some()
+        });
+        addr.expect("waited for it")
+    }
+
     /// A failure message with everything the master said.
     pub fn report(&self, what: &str) -> String {
         format!(

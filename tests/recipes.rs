@@ -325,7 +325,7 @@ fn docker_healthcheck_passes_while_workers_live_and_fails_otherwise() {
         ]);
     let mut master = Running::start(&mut cmd);
     master.wait_workers(config.workers);
-    let addr = listening_on(&master);
+    let addr = master.listen_addr();
     let mut answer = None;
     let answered = eventually(|| {
         answer = get(addr, "/").ok().filter(|a| a.status == 200);
@@ -578,19 +578,6 @@ fn local_copy(sandbox: &Sandbox, relative: &str) -> LocalConfig {
         path,
         workers: workers.try_into().unwrap(),
     }
-}
-
-/// The TCP address the master's log says it listens on (descriptor 3).
-fn listening_on(master: &Running) -> SocketAddr {
-    let mut addr = None;
-    master.wait_until("a listening socket", || {
-        addr = master.stderr().lines().find_map(|line| {
-            let (_, rest) = line.split_once("listening on ")?;
-            rest.split(' ').next()?.parse().ok()
-        });
-        addr.is_some()
-    });
-    addr.unwrap()
 }
 
 /// The port of `HOST:PORT`.

@@ -5,7 +5,6 @@
 //! log and `prefork status`. It grows to serve the burst, shrinks back once
 //! the burst is over, stays within its bounds, and fails no request.
 
-use std::net::SocketAddr;
 use std::process::Command;
 
 use nix::sys::signal::Signal;
@@ -25,18 +24,6 @@ fn sizes(master: &Running) -> Vec<usize> {
             to.split(' ').next()?.parse().ok()
         })
         .collect()
-}
-
-fn listening(master: &Running) -> SocketAddr {
-    let mut addr = None;
-    master.wait_until("the listening socket", || {
-        addr = master.stderr().lines().find_map(|l| {
-            let rest = l.split_once("listening on ")?.1;
-            rest.split(' ').next()?.parse::<SocketAddr>().ok()
-        });
-        addr.is_some()
-    });
-    addr.unwrap()
 }
 
 /// `prefork status --json`'s master figures, through the real binary.
@@ -66,7 +53,7 @@ fn the_pool_grows_for_a_burst_and_shrinks_after_it_without_a_failed_request() {
     )
     .unwrap();
     let master = Running::start(&mut sandbox.prefork(&["-c", &config]));
-    let addr = listening(&master);
+    let addr = master.listen_addr();
     master.wait_until("a first answer", || get(addr, "/").is_ok());
     // Idle, two workers: two idle, within 2..3 spare. (Three workers at
     // most while the first answers come.)

@@ -33,15 +33,7 @@ fn reloads_under_load_fail_no_request(command: Vec<String>) {
     let config = sandbox.join("pool.toml");
     write_config(&config, &command, 1);
     let master = Running::start(&mut sandbox.prefork(&["-c", &config]));
-    let mut addr = None;
-    master.wait_until("the listening socket", || {
-        addr = master.stderr().lines().find_map(|l| {
-            let rest = l.split_once("listening on ")?.1;
-            rest.split(' ').next()?.parse::<SocketAddr>().ok()
-        });
-        addr.is_some()
-    });
-    let addr = addr.unwrap();
+    let addr = master.listen_addr();
     master.wait_workers(4);
     master.wait_until("a first answer", || get(addr, "/").is_ok());
 

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use super::slots::{Exec, Slot};
+use super::slots::{Exec, Slot, Worker};
 use super::Pool;
 use crate::config::{self, Scaling};
 use crate::supervisor::events::Event;
@@ -216,19 +216,23 @@ impl Pool {
         self.slots.extend((0..n).map(|_| Slot::new(now)));
     }
 
-    /// The ready worker idle longest that may be retired: not marked for
-    /// recycling, not being replaced by a rollout.
-    fn idle_longest(&self) -> Option<usize> {
+    /// The running workers a self-sizing pool may retire, with their
+    /// slots: not being replaced by a rollout, their program running.
+    fn retirable(&self) -> impl Iterator<Item = (usize, &Worker)> + '_ {
         let targets: Vec<usize> = self.rollout().map_or(Vec::new(), |r| r.targets().collect());
         self.slots
             .iter()
             .enumerate()
-            .filter(|(i, s)| !s.parked && !targets.contains(i))
-            .filter_map(|(i, s)| {
-                let w = s.worker.as_ref()?;
-                let ready = w.ready.is_some() && w.exec == Exec::Done && w.recycle.is_none();
-                Some((w.idle_since.filter(|_| ready)?, i))
-            })
+            .filter(move |(i, s)| !s.parked && !targets.contains(i))
+            .filter_map(|(i, s)| Some((i, s.worker.as_ref().filter(|w| w.exec == Exec::Done)?)))
+    }
+
+    /// The ready worker idle longest that may be retired (not marked for
+    /// recycling either).
+    fn idle_longest(&self) -> Option<usize> {
+        self.retirable()
+            .filter(|(_, w)| w.ready.is_some() && w.recycle.is_none())
+            .filter_map(|(i, w)| Some((w.idle_since?, i)))
             .min()
             .map(|(_, i)| i)
     }
@@ -246,15 +250,8 @@ impl Pool {
     /// The slot of the worker started last, busy or not: what a lowered
     /// ceiling retires when nobody is idle.
     fn newest_worker(&self) -> Option<usize> {
-        let targets: Vec<usize> = self.rollout().map_or(Vec::new(), |r| r.targets().collect());
-        self.slots
-            .iter()
-            .enumerate()
-            .filter(|(i, s)| !s.parked && !targets.contains(i))
-            .filter_map(|(i, s)| {
-                let w = s.worker.as_ref().filter(|w| w.exec == Exec::Done)?;
-                Some((w.started, i))
-            })
+        self.retirable()
+            .map(|(i, w)| (w.started, i))
             .max()
             .map(|(_, i)| i)
     }
