@@ -423,3 +423,29 @@ fn with_kill_orphans_an_adopted_process_is_stopped_at_once() {
     h.tick();
     assert_eq!(h.killed, [escaped]);
 }
+
+#[test]
+fn a_worker_forked_after_a_shutdown_began_is_stopped_too() {
+    let mut h = Harness::new(1);
+    // The fork is asked for, and the shutdown begins before it is done.
+    h.pool.tick(h.now);
+    let spawns: Vec<usize> = h
+        .pool
+        .take_effects()
+        .into_iter()
+        .filter_map(|e| match e {
+            Effect::Spawn { slot, .. } => Some(slot),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(spawns, [0]);
+    h.pool.stop_gracefully(h.now);
+    h.run_effects();
+    let pid = Pid::from_raw(4242);
+    h.pool.forked(0, pid, h.now);
+    h.run_effects();
+    assert!(h.terminated.contains(&pid), "{:?}", h.log);
+    assert!(!h.pool.is_done(), "it is waited for");
+    h.exit(pid, Ended::Signaled(Signal::SIGTERM));
+    assert!(h.pool.is_done());
+}

@@ -66,18 +66,21 @@ impl Child {
         if nix::unistd::getppid().as_raw() != self.master_pid {
             self.fail(Stage::Setup, libc::ESRCH);
         }
-        // An empty mask (the master's parent may have blocked some), and
-        // default dispositions for every signal: handlers are reset by exec
+        // Default dispositions for every signal: handlers are reset by exec
         // anyway, but an ignored signal would stay ignored, and the master
-        // (Rust ignores SIGPIPE) or its parent may have ignored some.
-        let mut none: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut none);
-        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+        // (Rust ignores SIGPIPE) or its parent may have ignored some. Then
+        // an empty mask (the master forked with every signal blocked, and
+        // its parent may have blocked some): a signal sent to this worker
+        // since the fork, pending until now, has its default effect here,
+        // not the master's handler's.
         for sig in 1..=libc::SIGRTMAX() {
             if sig != libc::SIGKILL && sig != libc::SIGSTOP {
                 default_disposition(sig);
             }
         }
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
         // The worker gets its sockets at 3.. and its status file after
         // them. What must survive that placing (the report pipe, the
         // sockets themselves) moves above, first.

@@ -11,8 +11,13 @@
 //! lock and allocates nothing), and never returns into Rust code that could:
 //! - `setpgid`: its own process group, which the master signals as a whole;
 //! - `prctl(PR_SET_PDEATHSIG)` and `getppid`: die with the master;
-//! - `sigprocmask`, and `rt_sigaction` as a raw system call: an empty mask
-//!   and default dispositions (`child.rs` says why raw);
+//! - `sigprocmask`, and `rt_sigaction` as a raw system call: default
+//!   dispositions, then an empty mask (`child.rs` says why raw). The master
+//!   forks with every signal blocked (and unblocks them at once in the
+//!   parent), so that a signal sent to the new worker before its
+//!   dispositions are reset (a stop, during a shutdown or a reload) waits,
+//!   pending, and then has its default effect: it is never caught by the
+//!   master's handlers the child inherited, which would swallow it;
 //! - `fcntl(F_DUPFD_CLOEXEC)`: the exec-status pipe and the listening
 //!   sockets moved above the descriptors the worker gets, so that placing
 //!   one cannot overwrite another;
@@ -368,11 +373,28 @@ impl Launcher {
             report: std::cell::Cell::new(write.as_raw_fd()),
             master_pid: self.master_pid,
         };
+        // Every signal blocked across the fork (see the module's header);
+        // the parent's mask is put back right after it, whatever happened.
+        let all = nix::sys::signal::SigSet::all();
+        let mut before = nix::sys::signal::SigSet::empty();
+        let blocked = nix::sys::signal::sigprocmask(
+            nix::sys::signal::SigmaskHow::SIG_BLOCK,
+            Some(&all),
+            Some(&mut before),
+        );
         // SAFETY: the master is single-threaded, so the child is a copy of
         // a process in which no lock is held; it runs only `Child::run`,
         // which makes async-signal-safe calls on data prepared above and
         // never returns.
-        match unsafe { nix::unistd::fork() } {
+        let forked = unsafe { nix::unistd::fork() };
+        if blocked.is_ok() && !matches!(forked, Ok(nix::unistd::ForkResult::Child)) {
+            let _ = nix::sys::signal::sigprocmask(
+                nix::sys::signal::SigmaskHow::SIG_SETMASK,
+                Some(&before),
+                None,
+            );
+        }
+        match forked {
             // SAFETY: in the child of that fork; every pointer in `child`
             // points into `prepared`, `argv`, `envp`, `slot_var`, `sockets`
             // and `listen_pid`, alive in the child's copy of the address
