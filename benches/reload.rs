@@ -49,13 +49,13 @@
 //! with a variable naming this run in its environment: when a setup ends,
 //! whatever carries it is killed, by process group and pid.
 
+mod common;
 #[path = "../tests/httpload.rs"]
 mod httpload;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::fs::{self, File};
-use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -114,32 +114,6 @@ fn env_number<T: std::str::FromStr>(name: &str, default: T) -> T {
             .parse()
             .unwrap_or_else(|_| panic!("{name}={v}: not a number")),
         _ => default,
-    }
-}
-
-/// The prefork binary: `PREFORK_BENCH_BIN`, else the one cargo built.
-fn prefork() -> String {
-    env_string("PREFORK_BENCH_BIN", env!("CARGO_BIN_EXE_prefork"))
-}
-
-/// The Rust example worker, if it has been built.
-fn rust_worker() -> Result<String, String> {
-    let default = Path::new(&prefork())
-        .parent()
-        .map(|dir| dir.join("examples/http_worker"))
-        .unwrap_or_default();
-    let path = std::env::var("PREFORK_RELOAD_WORKER")
-        .ok()
-        .filter(|p| !p.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or(default);
-    if path.is_file() {
-        Ok(path.to_string_lossy().into_owned())
-    } else {
-        Err(format!(
-            "{} is missing: run `cargo build --release --examples` first",
-            path.display()
-        ))
     }
 }
 
@@ -204,7 +178,7 @@ fn setups(s: &Settings) -> Vec<Result<Setup, (&'static str, String)>> {
     let extra = env_string("PREFORK_RELOAD_PREFORK_ARGS", "");
     let prefork_with = |ready: &str, stop: &str, worker: Vec<String>| -> Vec<String> {
         let mut cmd = strings(&[
-            &prefork(),
+            &common::prefork(),
             "--listen",
             "127.0.0.1:0",
             "-w",
@@ -221,7 +195,7 @@ fn setups(s: &Settings) -> Vec<Result<Setup, (&'static str, String)>> {
     };
     let mut all = Vec::new();
 
-    let rust = rust_worker();
+    let rust = common::http_worker("PREFORK_RELOAD_WORKER");
     all.push(
         rust.clone()
             .map_err(|e| ("prefork-rust", e))
@@ -456,7 +430,7 @@ fn header(s: &Settings) {
         "- CPUs: {cpus} ({model}); load average at start: {}",
         loadavg()
     );
-    println!("- prefork: {}", prefork());
+    println!("- prefork: {}", common::prefork());
     println!(
         "- load: {} fresh-connection and {} keep-alive threads, {rate}; {} s steady, then {} reload(s) of {} workers, each followed by {} s of load",
         s.plan.fresh,
@@ -642,23 +616,7 @@ impl Server {
             fs::create_dir(&board).map_err(|e| format!("{}: {e}", board.display()))?;
             cmd.env("PREFORK_SCOREBOARD_DIR", board);
         }
-        // SAFETY: prctl is async-signal-safe. The root dies with this
-        // process, even one killed by SIGKILL.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(
-                    libc::PR_SET_PDEATHSIG,
-                    libc::SIGKILL as libc::c_ulong,
-                    0,
-                    0,
-                    0,
-                ) < 0
-                {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        common::dies_with_this_process(&mut cmd);
         let child = cmd
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", command[0]))?;

@@ -49,6 +49,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 
+mod common;
 #[path = "../tests/httpload.rs"]
 mod httpload;
 
@@ -99,7 +100,7 @@ const SETUPS: [Setup; 3] = [Setup::Peer, Setup::Prefork("1s"), Setup::Prefork("1
 fn main() {
     let quick = std::env::var_os("PREFORK_BENCH_QUICK").is_some_and(|v| v != "0" && !v.is_empty());
     let hold = Duration::from_secs(if quick { 6 } else { 15 });
-    let worker = http_worker();
+    let worker = common::http_worker("PREFORK_BENCH_WORKER");
     let peer = peer_available();
     let only = std::env::var("PREFORK_BENCH_ONLY").unwrap_or_default();
     let wanted = |name: &str| only.is_empty() || only.split(',').any(|s| s.trim() == name);
@@ -397,7 +398,7 @@ struct Pool {
 
 impl Pool {
     fn prefork(check: &str) -> Result<Pool, String> {
-        let worker = http_worker()?;
+        let worker = common::http_worker("PREFORK_BENCH_WORKER")?;
         let dir = bench_dir();
         let board = dir.path().join("board");
         fs::create_dir(&board).map_err(|e| format!("{}: {e}", board.display()))?;
@@ -407,7 +408,7 @@ impl Pool {
             MIN_SPARE.to_string(),
             MAX_SPARE.to_string(),
         );
-        let mut cmd = Command::new(prefork());
+        let mut cmd = Command::new(common::prefork());
         cmd.arg("--scoreboard")
             .arg(&board)
             .args(["--listen", "127.0.0.1:0", "--ready", "report"])
@@ -478,23 +479,7 @@ impl Pool {
             .stdin(Stdio::null())
             .stderr(file)
             .process_group(0);
-        // SAFETY: prctl is async-signal-safe. The pool's master dies with
-        // this process, even one killed by SIGKILL.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(
-                    libc::PR_SET_PDEATHSIG,
-                    libc::SIGKILL as libc::c_ulong,
-                    0,
-                    0,
-                    0,
-                ) < 0
-                {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        common::dies_with_this_process(&mut cmd);
         let born = uptime_ticks();
         let child = cmd.spawn().map_err(|e| format!("start {cmd:?}: {e}"))?;
         Ok(Pool {
@@ -773,36 +758,6 @@ fn proc_pids() -> impl Iterator<Item = i32> {
 // ---------------------------------------------------------------------------
 // Small things
 
-/// The binary under test: `PREFORK_BENCH_BIN` when set, else the one cargo
-/// built for this bench.
-fn prefork() -> String {
-    std::env::var("PREFORK_BENCH_BIN")
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| env!("CARGO_BIN_EXE_prefork").to_string())
-}
-
-/// The example HTTP worker, if it has been built.
-fn http_worker() -> Result<String, String> {
-    let default = Path::new(&prefork())
-        .parent()
-        .map(|dir| dir.join("examples/http_worker"))
-        .unwrap_or_default();
-    let path = std::env::var("PREFORK_BENCH_WORKER")
-        .ok()
-        .filter(|p| !p.is_empty())
-        .map(PathBuf::from)
-        .unwrap_or(default);
-    if path.is_file() {
-        Ok(path.to_string_lossy().into_owned())
-    } else {
-        Err(format!(
-            "{} is missing: run `cargo build --release --examples -p prefork-scoreboard` first",
-            path.display()
-        ))
-    }
-}
-
 /// Whether Perl and Parallel::Prefork::SpareWorkers are here (its version).
 fn peer_available() -> Result<String, String> {
     let out = Command::new("perl")
@@ -839,7 +794,7 @@ fn machine(quick: bool, worker: &Result<String, String>, peer: &Result<String, S
         if quick { " (quick mode)" } else { "" }
     );
     println!();
-    println!("- prefork: {}", prefork());
+    println!("- prefork: {}", common::prefork());
     match worker {
         Ok(w) => println!("- worker: {w} (HTTP_WORKER_CONNECTIONS=1)"),
         Err(why) => println!("- worker: {why}"),

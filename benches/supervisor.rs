@@ -42,6 +42,7 @@ use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 
+mod common;
 #[path = "../tests/httpload.rs"]
 mod httpload;
 
@@ -51,12 +52,7 @@ mod httpload;
 /// the one cargo built for this bench.
 fn prefork() -> &'static str {
     static BIN: OnceLock<String> = OnceLock::new();
-    BIN.get_or_init(|| {
-        std::env::var("PREFORK_BENCH_BIN")
-            .ok()
-            .filter(|s| !s.is_empty())
-            .unwrap_or_else(|| env!("CARGO_BIN_EXE_prefork").to_string())
-    })
+    BIN.get_or_init(common::prefork)
 }
 
 /// A worker that never reports and never exits on its own.
@@ -1352,23 +1348,7 @@ impl Master {
         if let Some(level) = rust_log {
             cmd.env("RUST_LOG", level);
         }
-        // SAFETY: prctl is async-signal-safe. The master dies with this
-        // process (even one killed by SIGKILL), and its workers with it.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::prctl(
-                    libc::PR_SET_PDEATHSIG,
-                    libc::SIGKILL as libc::c_ulong,
-                    0,
-                    0,
-                    0,
-                ) < 0
-                {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        common::dies_with_this_process(&mut cmd);
         let born = uptime_ticks();
         let started = Instant::now();
         let child = cmd.spawn().expect("start prefork");

@@ -15,6 +15,8 @@
 //! of each; `PREFORK_BENCH_QUICK=1` does fewer rounds,
 //! `PREFORK_BENCH_WORKERS=N` another board size.
 
+mod common;
+
 use std::os::unix::fs::DirBuilderExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -25,6 +27,7 @@ use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 use prefork::scoreboard::Scoreboard;
 use prefork::supervisor::master_file;
+
 use prefork::top::snapshot::MasterInfo;
 use prefork::top::{procfs, reader::Reader};
 
@@ -288,14 +291,7 @@ impl Master {
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .process_group(0);
-        // SAFETY: prctl is async-signal-safe. The master dies with this
-        // process, and its workers with it.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
+        common::dies_with_this_process(&mut cmd);
         let child = cmd.spawn().expect("start prefork");
         Master { child, dir }
     }

@@ -1,0 +1,64 @@
+//! What the benchmarks share (each says `mod common;`: a directory, so that cargo does not take it for a bench of its own): the
+//! binary under test, the example HTTP worker, and child processes that die
+//! with the benchmark.
+
+use std::io;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The prefork binary: `PREFORK_BENCH_BIN` when set (a plain release build,
+/// say), else the one cargo built for this bench.
+#[allow(dead_code)]
+pub fn prefork() -> String {
+    std::env::var("PREFORK_BENCH_BIN")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_prefork").to_string())
+}
+
+/// The example HTTP worker beside the prefork binary (`env_var` names
+/// another), if it has been built.
+#[allow(dead_code)]
+pub fn http_worker(env_var: &str) -> Result<String, String> {
+    let default = Path::new(&prefork())
+        .parent()
+        .map(|dir| dir.join("examples/http_worker"))
+        .unwrap_or_default();
+    let path = std::env::var(env_var)
+        .ok()
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or(default);
+    if path.is_file() {
+        Ok(path.to_string_lossy().into_owned())
+    } else {
+        Err(format!(
+            "{} is missing: run `cargo build --release --examples -p prefork-scoreboard` first",
+            path.display()
+        ))
+    }
+}
+
+/// `cmd`'s process dies with this one (`PR_SET_PDEATHSIG`), even when this
+/// one is killed by SIGKILL: a benchmark that fails half-way leaves no
+/// master behind (and a master's workers die with it).
+pub fn dies_with_this_process(cmd: &mut Command) -> &mut Command {
+    // SAFETY: prctl is async-signal-safe, and the closure touches nothing
+    // else.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) < 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
+}
