@@ -1,8 +1,10 @@
 //! The pool as it must be after each round: as many workers as the
 //! master's target, each running, holding its locked status file, written
-//! within the stuck timeout, and running the configuration last loaded; the
-//! wait for it, and the master's own dump agreeing.
+//! within the stuck timeout, and running the configuration last loaded,
+//! the master's slots holding exactly these processes; the wait for it,
+//! and the master's own dump agreeing.
 
+use std::collections::BTreeSet;
 use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -49,7 +51,10 @@ impl Chaos<'_> {
                 self.target
             ));
         }
-        self.spare_state()?;
+        let snapshot =
+            master_snapshot(&self.sandbox.board()).ok_or("the master's snapshot cannot be read")?;
+        self.slots_state(&snapshot, &workers)?;
+        self.spare_state(&snapshot)?;
         let locked = flocked();
         let wall = SystemTime::now();
         let board = self.sandbox.board();
@@ -84,17 +89,40 @@ impl Chaos<'_> {
         Ok(())
     }
 
+    /// The master's slots hold exactly the processes `/proc` shows. The
+    /// count alone can agree while the master is not at rest: a retired
+    /// worker that ignores its stop signal (alive for the graceful timeout,
+    /// still writing its status) stands in for its slot's replacement
+    /// waiting out a crash-loop backoff.
+    fn slots_state(&self, snapshot: &serde_json::Value, workers: &[Proc]) -> Result<(), String> {
+        let held: BTreeSet<i64> = snapshot
+            .get("slots")
+            .and_then(|s| s.as_array())
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s.get("pid")?.as_i64())
+            .collect();
+        let seen: BTreeSet<i64> = workers.iter().map(|p| i64::from(p.pid)).collect();
+        if held != seen {
+            let extra: Vec<_> = seen.difference(&held).collect();
+            let missing: Vec<_> = held.difference(&seen).collect();
+            return Err(format!(
+                "/proc has workers {extra:?} that the master's slots do not hold, \
+                 and lacks {missing:?} that they do"
+            ));
+        }
+        Ok(())
+    }
+
     /// A self-sizing pool at rest: its master agrees on the target and the
     /// bounds, and keeps its idle (and starting) workers within the spare
     /// bounds, unless it is at its floor or ceiling.
-    fn spare_state(&self) -> Result<(), String> {
+    fn spare_state(&self, snapshot: &serde_json::Value) -> Result<(), String> {
         let Some(b) = self.spare else {
             return Ok(());
         };
-        let snapshot =
-            master_snapshot(&self.sandbox.board()).ok_or("the master's snapshot cannot be read")?;
         let n = |v: &serde_json::Value, key: &str| v.get(key).and_then(|v| v.as_u64());
-        let workers = n(&snapshot, "workers").unwrap_or(0) as usize;
+        let workers = n(snapshot, "workers").unwrap_or(0) as usize;
         if workers != self.target {
             return Err(format!(
                 "the master keeps {workers} workers, its log says {}",
@@ -116,7 +144,7 @@ impl Chaos<'_> {
             ));
         }
         let spare =
-            (n(&snapshot, "idle").unwrap_or(0) + n(&snapshot, "starting").unwrap_or(0)) as usize;
+            (n(snapshot, "idle").unwrap_or(0) + n(snapshot, "starting").unwrap_or(0)) as usize;
         if spare < b.min_spare && workers < b.max_workers {
             return Err(format!(
                 "{spare} idle or starting, below min_spare {}",
