@@ -220,8 +220,27 @@ impl Chaos<'_> {
                 return;
             }
             if attempt == 2 {
-                self.findings
-                    .violation(format!("the dump says {header:?}, /proc says {expected}"));
+                // What each side holds, to tell a master that lost a worker
+                // from a test that took a passing state for rest.
+                let mut seen: Vec<i32> = self.workers().iter().map(|p| p.pid).collect();
+                seen.sort_unstable();
+                let slots: Vec<String> = dump
+                    .lines()
+                    .skip(2)
+                    .map(|row| row.chars().take(60).collect())
+                    .collect();
+                let slots = slots.join(" | ");
+                let log = self.master.stderr();
+                let recent: Vec<&str> = log.lines().rev().take(40).collect();
+                let recent: Vec<&str> = recent.into_iter().rev().collect();
+                eprintln!(
+                    "--- the master's log as the dump disagreed ---\n{}",
+                    recent.join("\n")
+                );
+                self.findings.violation(format!(
+                    "the dump says {header:?}, /proc says {expected}; \
+                     /proc now has {seen:?}; the dump's slots: {slots}"
+                ));
             }
             std::thread::sleep(Duration::from_millis(200));
         }
