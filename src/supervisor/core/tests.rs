@@ -449,3 +449,49 @@ fn a_worker_forked_after_a_shutdown_began_is_stopped_too() {
     h.exit(pid, Ended::Signaled(Signal::SIGTERM));
     assert!(h.pool.is_done());
 }
+
+/// The state the chaos run once took for rest: a recycled worker retired
+/// (and slow to go) while its replacement died young and its slot waits
+/// out a crash-loop backoff. As many processes run as the pool's size, but
+/// one slot is empty: the rollout stays open until the retired worker is
+/// gone, the slot is filled after its backoff, and nothing is lost.
+#[test]
+fn a_replacement_that_dies_young_waits_its_backoff_while_the_retired_worker_drains() {
+    let mut h = Harness::with(Config {
+        max_lifetime: Some(Duration::from_secs(10)),
+        ..config(1, "./worker")
+    });
+    let first = h.start_all()[0];
+    // A quick death (free: replaced at once), so that the next is a loop.
+    h.advance(Duration::from_millis(10));
+    h.exit(first, Ended::Exited(1));
+    let old = h.start_all()[0];
+    h.advance(Duration::from_secs(10));
+    let (slot, new, _) = h.tick()[0].clone();
+    assert_eq!(slot, 0);
+    h.exec_ok(new);
+    assert_eq!(h.terminated, [old], "retired once its replacement runs");
+    h.advance(Duration::from_millis(10));
+    h.exit(new, Ended::Signaled(Signal::SIGKILL));
+    let snapshot = h.pool.snapshot();
+    assert_eq!(snapshot.live(), 0);
+    assert_eq!(snapshot.target, 1);
+    assert_eq!(snapshot.phase, PhaseName::Reloading, "the old one drains");
+    assert!(h.tick().is_empty(), "backing off");
+    assert_eq!(
+        h.pool.next_deadline(),
+        Some(h.now + Duration::from_millis(100))
+    );
+    h.advance(Duration::from_millis(100));
+    let next = h.start_all()[0];
+    assert_eq!(h.pool.snapshot().phase, PhaseName::Reloading);
+    h.exit(old, Ended::Signaled(Signal::SIGTERM));
+    h.tick();
+    let snapshot = h.pool.snapshot();
+    assert_eq!(snapshot.phase, PhaseName::Running);
+    assert_eq!(snapshot.slots[0].pid, Some(next));
+    assert_eq!(
+        h.logged(|e| matches!(e, Event::RolloutComplete { workers: 1 })),
+        1
+    );
+}
