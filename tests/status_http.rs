@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use nix::poll::{PollFd, PollFlags, PollTimeout};
 use prefork::http::{
-    respond, Activity, Counts, Histogram, Limits, PoolView, ScalingBounds, SlotView, StatusServer,
+    respond, Activity, Bounds, Counts, Histogram, Limits, PoolView, SlotView, StatusServer,
 };
 use prefork::listen::{BindOptions, ListenAddr, Listener};
 
@@ -84,7 +84,7 @@ fn view() -> PoolView {
             busy: 1,
             starting: 2,
         },
-        bounds: Some(ScalingBounds {
+        bounds: Some(Bounds {
             min_workers: 1,
             max_workers: 8,
             min_spare: 1,

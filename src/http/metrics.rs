@@ -20,7 +20,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 
-use super::view::{Histogram, PoolView, ScalingBounds};
+use super::view::{Bounds, Histogram, PoolView};
 
 /// Prometheus's text format, version 0.0.4.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
@@ -68,7 +68,7 @@ struct Figures {
     /// (slot, seconds since its worker's last status update).
     ages: Vec<(u64, f64)>,
     activity: [(&'static str, i64); 3],
-    bounds: Option<ScalingBounds>,
+    bounds: Option<Bounds>,
     grown: u64,
     shrunk: u64,
 }

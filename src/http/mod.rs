@@ -27,7 +27,7 @@ mod view;
 
 pub use pages::respond;
 pub use server::{Limits, StatusServer};
-pub use view::{Activity, Counts, Histogram, PoolView, ScalingBounds, SlotView};
+pub use view::{Activity, Bounds, Counts, Histogram, PoolView, SlotView};
 
 /// A parsed request, as the pages see it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

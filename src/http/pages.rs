@@ -229,7 +229,7 @@ struct StatusJson<'a> {
     scoreboard: &'a str,
     activity: super::view::Activity,
     /// A self-sizing pool's bounds; null for a fixed pool.
-    scaling: Option<super::view::ScalingBounds>,
+    scaling: Option<super::view::Bounds>,
     counters: CountersJson<'a>,
     slots: Vec<SlotJson<'a>>,
 }

@@ -4,6 +4,9 @@
 
 use std::time::Duration;
 
+// The core's own counts and bounds: plain data, shown as they are.
+pub use crate::supervisor::core::{Activity, Bounds};
+
 /// The pool as a page shows it.
 #[derive(Debug, Clone, Default)]
 pub struct PoolView {
@@ -16,7 +19,7 @@ pub struct PoolView {
     /// The pool's workers by what they do.
     pub activity: Activity,
     /// A self-sizing pool's bounds, as they stand.
-    pub bounds: Option<ScalingBounds>,
+    pub bounds: Option<Bounds>,
     /// Fewer live workers than this fails `/healthz`.
     pub min_workers: usize,
     /// Where the workers' sockets listen.
@@ -29,24 +32,6 @@ pub struct PoolView {
     pub respawn_latency: Histogram,
     /// Seconds one board check took.
     pub board_check: Histogram,
-}
-
-/// The pool's workers by what they do: idle and busy by their status (the
-/// idle rule), starting until they are ready.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct Activity {
-    pub idle: usize,
-    pub busy: usize,
-    pub starting: usize,
-}
-
-/// The bounds a self-sizing pool keeps.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
-pub struct ScalingBounds {
-    pub min_workers: usize,
-    pub max_workers: usize,
-    pub min_spare: usize,
-    pub max_spare: usize,
 }
 
 /// One slot of the pool.

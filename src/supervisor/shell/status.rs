@@ -12,9 +12,7 @@ use nix::poll::PollFlags;
 use super::dump::shown_status;
 use super::Shell;
 use crate::config::Config;
-use crate::http::{
-    self, Activity, Counts, Limits, PoolView, ScalingBounds, SlotView, StatusServer,
-};
+use crate::http::{self, Counts, Limits, PoolView, SlotView, StatusServer};
 use crate::listen::{BindOptions, ListenAddr, ListenError, Listener};
 use crate::scoreboard::Status;
 use crate::supervisor::events::{self, Event};
@@ -142,17 +140,8 @@ impl Shell {
             phase: snapshot.phase.as_str(),
             uptime: now.duration_since(snapshot.began),
             target: snapshot.target,
-            activity: Activity {
-                idle: snapshot.activity.idle,
-                busy: snapshot.activity.busy,
-                starting: snapshot.activity.starting,
-            },
-            bounds: snapshot.bounds.map(|b| ScalingBounds {
-                min_workers: b.min_workers,
-                max_workers: b.max_workers,
-                min_spare: b.min_spare,
-                max_spare: b.max_spare,
-            }),
+            activity: snapshot.activity,
+            bounds: snapshot.bounds,
             min_workers: config.min_workers,
             listen: snapshot.listen.clone(),
             scoreboard: self.board.base_dir().display().to_string(),
