@@ -439,7 +439,7 @@ impl Pool {
         }
         // A slot whose old worker died while a rollout starts its new one
         // waits for that one.
-        let targets: Vec<usize> = self.rollout().map_or(Vec::new(), |r| r.targets().collect());
+        let targets = self.rollout_targets();
         let room = MAX_STARTING.saturating_sub(self.starting());
         let due: Vec<usize> = (0..self.slots.len())
             .filter(|&i| self.slots[i].is_due(now) && !targets.contains(&i))

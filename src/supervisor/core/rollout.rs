@@ -57,11 +57,6 @@ impl Rollout {
         }
     }
 
-    /// The slots a new worker is being started for.
-    pub fn targets(&self) -> impl Iterator<Item = usize> + '_ {
-        self.incoming.iter().map(|i| i.slot)
-    }
-
     /// The new workers forked and not ready yet.
     pub fn incoming(&self) -> impl Iterator<Item = &Worker> + '_ {
         self.incoming.iter().filter_map(|i| i.worker.as_ref())
@@ -95,6 +90,13 @@ impl Pool {
             Phase::Rolling(r) => Some(r),
             _ => None,
         }
+    }
+
+    /// The slots a rollout is starting a new worker for: each waits for
+    /// that worker, and is neither respawned nor given up meanwhile.
+    pub(super) fn rollout_targets(&self) -> Vec<usize> {
+        self.rollout()
+            .map_or(Vec::new(), |r| r.incoming.iter().map(|i| i.slot).collect())
     }
 
     fn rollout_mut(&mut self) -> Option<&mut Rollout> {

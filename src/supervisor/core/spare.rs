@@ -57,9 +57,13 @@ pub(super) struct Ramp {
 
 impl Ramp {
     fn round_due(&self, now: Instant) -> bool {
-        self.last_round
-            .is_none_or(|at| now + ROUND_SLACK >= at + GROWTH_ROUND)
+        self.last_round.is_none_or(|at| a_round_since(at, now))
     }
+}
+
+/// A growth round has passed since `at` (give or take the checks' slack).
+fn a_round_since(at: Instant, now: Instant) -> bool {
+    now + ROUND_SLACK >= at + GROWTH_ROUND
 }
 
 impl Default for Ramp {
@@ -154,11 +158,7 @@ impl Pool {
             self.grow(n, now);
             return;
         }
-        if self
-            .ramp
-            .last_short
-            .is_none_or(|at| now + ROUND_SLACK >= at + GROWTH_ROUND)
-        {
+        if self.ramp.last_short.is_none_or(|at| a_round_since(at, now)) {
             self.ramp.step = 1;
         }
         if spare > scaling.max_spare && target > self.config.min_workers && self.ramp.round_due(now)
@@ -219,7 +219,7 @@ impl Pool {
     /// The running workers a self-sizing pool may retire, with their
     /// slots: not being replaced by a rollout, their program running.
     fn retirable(&self) -> impl Iterator<Item = (usize, &Worker)> + '_ {
-        let targets: Vec<usize> = self.rollout().map_or(Vec::new(), |r| r.targets().collect());
+        let targets = self.rollout_targets();
         self.slots
             .iter()
             .enumerate()
@@ -240,7 +240,7 @@ impl Pool {
     /// An empty slot (its worker not forked yet, or in backoff), that no
     /// rollout is starting a worker for (its old one died meanwhile).
     fn spare_slot(&self) -> Option<usize> {
-        let targets: Vec<usize> = self.rollout().map_or(Vec::new(), |r| r.targets().collect());
+        let targets = self.rollout_targets();
         self.slots
             .iter()
             .enumerate()
