@@ -40,20 +40,7 @@ impl Shell {
             .iter()
             .map(|&(slot, pid)| self.observe(slot, pid))
             .collect();
-        if self.pool.config().max_rss.is_some() && !running.is_empty() {
-            // A few reads of /proc per worker (11 us each at 1000 workers):
-            // at most RSS_PER_CHECK workers a check, in turn, so that a big
-            // pool's check stays short; memory grows slowly.
-            let now = Instant::now();
-            let first = self.rss_cursor % running.len();
-            let sampled = running.len().min(super::memory::RSS_PER_CHECK);
-            for &(_, pid) in running.iter().cycle().skip(first).take(sampled) {
-                if let Some(rss) = super::memory::tree_rss(pid) {
-                    self.pool.measured_rss(pid, rss, now);
-                }
-            }
-            self.rss_cursor = first + sampled;
-        }
+        self.measure_memory(&running);
         for silent in self.pool.judge(clocks, &seen) {
             let last = match self.files.get(&silent.pid).map(shown_status) {
                 Some(Status::Written(status)) => LastStatus::Was(render::escape(&status)),
