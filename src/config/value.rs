@@ -378,51 +378,26 @@ pub mod ready {
 
 /// A number of spare workers: `min_spare`, `max_spare`; 0 is allowed.
 pub mod spare {
-    use std::fmt;
-
-    use serde::de::{self, Deserializer, Visitor};
+    use serde::de::Deserializer;
     use serde::{Serialize, Serializer};
 
+    use super::whole::Whole;
     use crate::config::MAX_WORKERS;
 
+    fn whole() -> Whole {
+        Whole::within(0, MAX_WORKERS as u64)
+    }
+
     pub fn parse(text: &str) -> Result<usize, String> {
-        match text.parse::<usize>() {
-            Ok(n) if n <= MAX_WORKERS => Ok(n),
-            _ => Err(format!("{text:?} is not {}", expected())),
-        }
+        whole().parse(text).map(|n| n as usize)
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<usize>, D::Error> {
-        d.deserialize_u64(SpareVisitor).map(Some)
+        d.deserialize_u64(whole()).map(|n| Some(n as usize))
     }
 
     pub fn serialize<S: Serializer>(value: &Option<usize>, s: S) -> Result<S::Ok, S::Error> {
         value.serialize(s)
-    }
-
-    fn expected() -> String {
-        format!("a whole number from 0 to {MAX_WORKERS}")
-    }
-
-    struct SpareVisitor;
-
-    impl Visitor<'_> for SpareVisitor {
-        type Value = usize;
-
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str(&expected())
-        }
-
-        fn visit_i64<E: de::Error>(self, n: i64) -> Result<usize, E> {
-            usize::try_from(n)
-                .ok()
-                .filter(|&n| n <= MAX_WORKERS)
-                .ok_or_else(|| E::custom(format!("{n} is not {}", expected())))
-        }
-
-        fn visit_u64<E: de::Error>(self, n: u64) -> Result<usize, E> {
-            self.visit_i64(i64::try_from(n).unwrap_or(-1))
-        }
     }
 }
 
@@ -449,44 +424,82 @@ pub mod idle_status {
 
 /// A positive count: `max_surge`, `backlog`.
 pub mod count {
-    use std::fmt;
-
-    use serde::de::{self, Deserializer, Visitor};
+    use serde::de::Deserializer;
     use serde::{Serialize, Serializer};
 
+    use super::whole::Whole;
+
+    fn whole() -> Whole {
+        Whole::at_least(1, u64::from(u32::MAX))
+    }
+
     pub fn parse(text: &str) -> Result<u32, String> {
-        match text.parse::<u32>() {
-            Ok(n) if n >= 1 => Ok(n),
-            _ => Err(format!("{text:?} is not a whole number of at least 1")),
-        }
+        whole().parse(text).map(|n| n as u32)
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
-        d.deserialize_u64(CountVisitor).map(Some)
+        d.deserialize_u64(whole()).map(|n| Some(n as u32))
     }
 
     pub fn serialize<S: Serializer>(value: &Option<u32>, s: S) -> Result<S::Ok, S::Error> {
         value.serialize(s)
     }
+}
 
-    struct CountVisitor;
+/// A whole number within bounds, as `count` and `spare` take it: one
+/// check, and the same words, for the command line and the file.
+mod whole {
+    use std::fmt;
 
-    impl Visitor<'_> for CountVisitor {
-        type Value = u32;
+    use serde::de::{self, Visitor};
+
+    pub struct Whole {
+        lo: u64,
+        hi: u64,
+        /// What the value must be, for the errors.
+        what: String,
+    }
+
+    impl Whole {
+        pub fn within(lo: u64, hi: u64) -> Whole {
+            let what = format!("a whole number from {lo} to {hi}");
+            Whole { lo, hi, what }
+        }
+
+        /// Bounded above only by the type: said as "of at least `lo`".
+        pub fn at_least(lo: u64, hi: u64) -> Whole {
+            let what = format!("a whole number of at least {lo}");
+            Whole { lo, hi, what }
+        }
+
+        pub fn parse(&self, text: &str) -> Result<u64, String> {
+            match text.parse::<u64>() {
+                Ok(n) if (self.lo..=self.hi).contains(&n) => Ok(n),
+                _ => Err(format!("{text:?} is not {}", self.what)),
+            }
+        }
+    }
+
+    impl Visitor<'_> for Whole {
+        type Value = u64;
 
         fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("a whole number of at least 1")
+            f.write_str(&self.what)
         }
 
-        fn visit_i64<E: de::Error>(self, n: i64) -> Result<u32, E> {
-            u32::try_from(n)
+        fn visit_i64<E: de::Error>(self, n: i64) -> Result<u64, E> {
+            u64::try_from(n)
                 .ok()
-                .filter(|&n| n >= 1)
-                .ok_or_else(|| E::custom(format!("{n} is not a whole number of at least 1")))
+                .filter(|n| (self.lo..=self.hi).contains(n))
+                .ok_or_else(|| E::custom(format!("{n} is not {}", self.what)))
         }
 
-        fn visit_u64<E: de::Error>(self, n: u64) -> Result<u32, E> {
-            self.visit_i64(i64::try_from(n).unwrap_or(-1))
+        fn visit_u64<E: de::Error>(self, n: u64) -> Result<u64, E> {
+            if (self.lo..=self.hi).contains(&n) {
+                Ok(n)
+            } else {
+                Err(E::custom(format!("{n} is not {}", self.what)))
+            }
         }
     }
 }
