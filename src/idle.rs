@@ -12,6 +12,7 @@
 //! A worker that never wrote a status, or whose status cannot be read,
 //! is not idle: a pool that cannot tell must not shrink it.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use serde::Deserialize;
@@ -81,10 +82,6 @@ impl PartialEq for IdleRule {
     }
 }
 
-/// What the README documents as the default rule.
-pub const DEFAULT_RULE: &str =
-    r#"`_`, anything starting with `idle`, or a JSON object whose "status" is "_""#;
-
 fn default_is_idle(status: &[u8]) -> bool {
     if status == b"_" || status.starts_with(b"idle") {
         return true;
@@ -92,22 +89,22 @@ fn default_is_idle(status: &[u8]) -> bool {
     // Only what looks like an object is parsed: a plain-text status costs
     // one byte comparison.
     match status.iter().find(|b| !b.is_ascii_whitespace()) {
-        Some(b'{') => json_status(status).is_some_and(|s| s == "_"),
+        Some(b'{') => json_status_is_idle(status),
         _ => false,
     }
 }
 
-/// The `"status"` string of a JSON object, if it has one. Other fields are
-/// skipped without being built.
-fn json_status(status: &[u8]) -> Option<String> {
+/// Whether a JSON object's `"status"` is the string `"_"`. Other fields
+/// are skipped without being built, and the string is borrowed when it can
+/// be; anything that is not such an object (or whose status is not a
+/// string) is not idle.
+fn json_status_is_idle(status: &[u8]) -> bool {
     #[derive(Deserialize)]
-    struct Object {
-        status: Option<serde_json::Value>,
+    struct Object<'a> {
+        #[serde(borrow)]
+        status: Option<Cow<'a, str>>,
     }
-    match serde_json::from_slice::<Object>(status).ok()?.status? {
-        serde_json::Value::String(s) => Some(s),
-        _ => None,
-    }
+    serde_json::from_slice::<Object>(status).is_ok_and(|o| o.status.as_deref() == Some("_"))
 }
 
 #[cfg(test)]
