@@ -5,6 +5,7 @@ use std::fmt::Write;
 use std::time::Duration;
 
 use crate::scoreboard::Status;
+use crate::supervisor::core::{Activity, Bounds};
 
 /// One line of the board. Fields the reader does not know are `None` and
 /// print as `-`.
@@ -153,6 +154,47 @@ pub fn escape(bytes: &[u8]) -> String {
         }
     }
     out
+}
+
+/// What a master says of itself in one line, worded the same by `prefork
+/// status` (from the master file) and `/status` (from the pool).
+pub struct MasterSummary<'a> {
+    pub pid: u64,
+    pub phase: &'a str,
+    pub live: usize,
+    pub target: usize,
+    pub activity: Activity,
+    pub bounds: Option<Bounds>,
+    pub restarts: u64,
+    pub uptime: Duration,
+    pub listen: &'a [String],
+}
+
+impl MasterSummary<'_> {
+    pub fn line(&self) -> String {
+        let a = self.activity;
+        let mut text = format!(
+            "master pid={} {}, workers={}/{}, {} idle {} busy {} starting",
+            self.pid, self.phase, self.live, self.target, a.idle, a.busy, a.starting
+        );
+        if let Some(b) = self.bounds {
+            let _ = write!(
+                text,
+                " (sizes itself: workers {}..{}, spare {}..{})",
+                b.min_workers, b.max_workers, b.min_spare, b.max_spare
+            );
+        }
+        let _ = write!(
+            text,
+            ", restarts={}, up {:.0}s",
+            self.restarts,
+            self.uptime.as_secs_f64()
+        );
+        if !self.listen.is_empty() {
+            let _ = write!(text, ", listening on {}", self.listen.join(" "));
+        }
+        text
+    }
 }
 
 #[cfg(test)]

@@ -17,8 +17,9 @@ use anyhow::{Context, Result};
 use base64::Engine;
 
 use crate::idle::IdleRule;
-use crate::render::{self, BoardRow, Columns, Row};
+use crate::render::{self, BoardRow, Columns, MasterSummary, Row};
 use crate::scoreboard::{LiveWorker, Scoreboard, Status};
+use crate::supervisor::core::{Activity, Bounds};
 use crate::supervisor::master_file;
 
 /// What the caller asked of the board.
@@ -146,22 +147,15 @@ impl From<serde_json::Value> for Master {
             .flatten()
             .filter_map(|a| Some(a.as_str()?.to_string()))
             .collect();
-        let listening = match listen.is_empty() {
-            true => String::new(),
-            false => format!(", listening on {}", listen.join(" ")),
-        };
-        let scaling = snapshot.get("scaling").filter(|s| s.is_object());
-        let bound = |key: &str| scaling.and_then(|s| s.get(key)?.as_u64()).unwrap_or(0);
-        let sizing = match scaling {
-            Some(_) => format!(
-                " (sizes itself: workers {}..{}, spare {}..{})",
-                bound("min_workers"),
-                bound("max_workers"),
-                bound("min_spare"),
-                bound("max_spare")
-            ),
-            None => String::new(),
-        };
+        let bounds = snapshot.get("scaling").filter(|s| s.is_object()).map(|s| {
+            let bound = |key: &str| s.get(key).and_then(|v| v.as_u64()).unwrap_or(0) as usize;
+            Bounds {
+                min_workers: bound("min_workers"),
+                max_workers: bound("max_workers"),
+                min_spare: bound("min_spare"),
+                max_spare: bound("max_spare"),
+            }
+        });
         // The master's own rule, so that both count alike; a pattern this
         // build cannot compile (a newer master's) falls back to the default.
         let idle = snapshot
@@ -170,16 +164,22 @@ impl From<serde_json::Value> for Master {
             .and_then(|p| IdleRule::pattern(p).ok())
             .unwrap_or_default();
         Master {
-            summary: format!(
-                "master pid={} {phase}, workers={}/{}, {} idle {} busy {} starting{sizing}, \
-                 restarts={restarts}, up {uptime:.0}s{listening}",
-                number("master_pid"),
-                number("live"),
-                number("workers"),
-                number("idle"),
-                number("busy"),
-                number("starting"),
-            ),
+            summary: MasterSummary {
+                pid: number("master_pid"),
+                phase,
+                live: number("live") as usize,
+                target: number("workers") as usize,
+                activity: Activity {
+                    idle: number("idle") as usize,
+                    busy: number("busy") as usize,
+                    starting: number("starting") as usize,
+                },
+                bounds,
+                restarts,
+                uptime: Duration::try_from_secs_f64(uptime).unwrap_or_default(),
+                listen: &listen,
+            }
+            .line(),
             pid: number("master_pid"),
             listen,
             slots,

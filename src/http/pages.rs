@@ -65,34 +65,18 @@ fn healthz(view: &PoolView) -> Response {
 
 /// What the master's summary says, as `prefork status` words it.
 fn summary(view: &PoolView) -> String {
-    let restarts: u64 = view.slots.iter().map(|s| s.restarts).sum();
-    let a = view.activity;
-    let mut text = format!(
-        "master pid={} {}, workers={}/{}, {} idle {} busy {} starting",
-        view.master_pid,
-        view.phase,
-        live(view),
-        view.target,
-        a.idle,
-        a.busy,
-        a.starting
-    );
-    if let Some(b) = view.bounds {
-        let _ = write!(
-            text,
-            " (sizes itself: workers {}..{}, spare {}..{})",
-            b.min_workers, b.max_workers, b.min_spare, b.max_spare
-        );
+    crate::render::MasterSummary {
+        pid: u64::from(view.master_pid),
+        phase: view.phase,
+        live: live(view),
+        target: view.target,
+        activity: view.activity,
+        bounds: view.bounds,
+        restarts: view.slots.iter().map(|s| s.restarts).sum(),
+        uptime: view.uptime,
+        listen: &view.listen,
     }
-    let _ = write!(
-        text,
-        ", restarts={restarts}, up {:.0}s",
-        view.uptime.as_secs_f64()
-    );
-    if !view.listen.is_empty() {
-        let _ = write!(text, ", listening on {}", view.listen.join(" "));
-    }
-    text
+    .line()
 }
 
 /// The counters in one line, for people.
