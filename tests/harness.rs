@@ -328,6 +328,20 @@ pub fn status_mask(pid: i32, field: &str) -> u64 {
     u64::from_str_radix(value.trim(), 16).expect("a hexadecimal mask")
 }
 
+/// The soft and hard limits of `what` in `/proc/<pid>/limits`.
+pub fn limits(pid: i32, what: &str) -> (String, String) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("read limits");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(what))
+        .unwrap_or_else(|| panic!("no {what} in {text}"));
+    let mut fields = line[what.len()..].split_whitespace();
+    (
+        fields.next().expect("soft").to_string(),
+        fields.next().expect("hard").to_string(),
+    )
+}
+
 /// Whether `pid` runs: a zombie is dead, whoever is to reap it.
 pub fn alive(pid: i32) -> bool {
     proc_stat(pid).is_some_and(|p| !matches!(p.state, 'Z' | 'X'))

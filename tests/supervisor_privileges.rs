@@ -15,7 +15,7 @@ use std::process::Command;
 use nix::sys::signal::Signal;
 use nix::unistd::{Gid, Uid, User};
 
-use crate::harness::{Running, Sandbox};
+use crate::harness::{limits, Running, Sandbox};
 
 fn is_root() -> bool {
     Uid::effective().is_root()
@@ -73,20 +73,6 @@ fn status_line(pid: i32, field: &str) -> String {
         .unwrap_or_else(|| panic!("no {field} in {text}"))
         .trim()
         .to_string()
-}
-
-/// The soft and hard limits of `what` in `/proc/<pid>/limits`.
-fn limits(pid: i32, what: &str) -> (String, String) {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("read limits");
-    let line = text
-        .lines()
-        .find(|l| l.starts_with(what))
-        .unwrap_or_else(|| panic!("no {what} in {text}"));
-    let mut fields = line[what.len()..].split_whitespace();
-    (
-        fields.next().expect("soft").to_string(),
-        fields.next().expect("hard").to_string(),
-    )
 }
 
 /// Field 19 of `/proc/<pid>/stat`: the nice value.
