@@ -75,6 +75,17 @@ fn status_line(pid: i32, field: &str) -> String {
         .to_string()
 }
 
+/// Runs the master of `cmd`, which must exit 2 having started no worker,
+/// and returns its log, for the caller to check what it said.
+fn refused_at_start(cmd: &mut Command) -> String {
+    let mut master = Running::start(cmd);
+    let code = master.wait_exit().code();
+    let stderr = master.stderr();
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(master.spawned().is_empty(), "{stderr}");
+    stderr
+}
+
 /// Field 19 of `/proc/<pid>/stat`: the nice value.
 fn nice_of(pid: i32) -> i32 {
     let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("read stat");
@@ -110,16 +121,12 @@ fn a_worker_runs_as_nobody_with_its_groups_umask_limits_and_nice_value() {
         cmd
     };
     if !is_root() && me.uid != nobody.uid {
-        let mut master = Running::start(&mut args("nobody"));
-        let code = master.wait_exit().code();
-        let stderr = master.stderr();
-        assert_eq!(code, Some(2), "{stderr}");
+        let stderr = refused_at_start(&mut args("nobody"));
         assert!(
             stderr.contains("cannot switch to user nobody")
                 && stderr.contains("Operation not permitted"),
             "{stderr}"
         );
-        assert!(master.spawned().is_empty(), "{stderr}");
     }
     let master = Running::start(&mut args(&user.name));
     let pid = master.wait_ready(&sandbox, 1)[0];
@@ -190,12 +197,8 @@ fn an_unknown_user_or_group_is_exit_2_naming_it_with_nothing_started() {
             "unknown group no-such-group-prefork",
         ),
     ] {
-        let mut master = Running::start(&mut sandbox.prefork(&[option, name, "--", "sh", &worker]));
-        let code = master.wait_exit().code();
-        let stderr = master.stderr();
-        assert_eq!(code, Some(2), "{stderr}");
+        let stderr = refused_at_start(&mut sandbox.prefork(&[option, name, "--", "sh", &worker]));
         assert!(stderr.contains(said), "{stderr}");
-        assert!(master.spawned().is_empty(), "{stderr}");
         assert!(sandbox.lines("ready").is_empty());
     }
 }
@@ -211,16 +214,12 @@ fn a_master_that_is_not_root_may_not_switch_to_root() {
         let nobody = nobody();
         cmd.uid(nobody.uid.as_raw()).gid(nobody.gid.as_raw());
     }
-    let mut master = Running::start(&mut cmd);
-    let code = master.wait_exit().code();
-    let stderr = master.stderr();
-    assert_eq!(code, Some(2), "{stderr}");
+    let stderr = refused_at_start(&mut cmd);
     assert!(
         stderr.contains("cannot switch to user root (uid 0)")
             && stderr.contains("Operation not permitted"),
         "{stderr}"
     );
-    assert!(master.spawned().is_empty(), "{stderr}");
 }
 
 /// Root passes every check made before the fork; what the kernel still
