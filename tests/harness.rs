@@ -9,6 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Read;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -16,6 +17,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
 use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 
@@ -328,6 +330,35 @@ pub fn status_mask(pid: i32, field: &str) -> u64 {
     u64::from_str_radix(value.trim(), 16).expect("a hexadecimal mask")
 }
 
+/// The soft and hard limits of `what` in `/proc/<pid>/limits`.
+pub fn limits(pid: i32, what: &str) -> (String, String) {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("read limits");
+    let line = text
+        .lines()
+        .find(|l| l.starts_with(what))
+        .unwrap_or_else(|| panic!("no {what} in {text}"));
+    let mut fields = line[what.len()..].split_whitespace();
+    (
+        fields.next().expect("soft").to_string(),
+        fields.next().expect("hard").to_string(),
+    )
+}
+
+/// A pipe whose buffer is one page, so that a few lines fill it.
+pub fn small_pipe() -> (OwnedFd, OwnedFd) {
+    let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).expect("pipe");
+    fcntl(write.as_raw_fd(), FcntlArg::F_SETPIPE_SZ(4096)).expect("F_SETPIPE_SZ");
+    (read, write)
+}
+
+/// Whether the board dump in `text` counts output lines the master dropped.
+pub fn counts_dropped_output(text: &str) -> bool {
+    text.split("output_dropped=")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next()?.parse::<u64>().ok())
+        .is_some_and(|n| n > 0)
+}
+
 /// Whether `pid` runs: a zombie is dead, whoever is to reap it.
 pub fn alive(pid: i32) -> bool {
     proc_stat(pid).is_some_and(|p| !matches!(p.state, 'Z' | 'X'))
@@ -397,13 +428,31 @@ impl Running {
     /// /dev/null, stdout and stderr captured, info-level logging (unless
     /// `cmd` sets `RUST_LOG` itself).
     pub fn start(cmd: &mut Command) -> Running {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        Running::spawn(cmd)
+    }
+
+    /// Like [`Running::start`], with `stdout` and `stderr` as the master's
+    /// own, for tests of what it does when nobody reads them. A stream given
+    /// as `Stdio::piped()` is captured as usual; what goes anywhere else is
+    /// not in [`Running::stdout`] or [`Running::stderr`]. Takes `cmd` whole:
+    /// dropped once it is spawned, it closes the test's copies of the
+    /// descriptors, so that their reader sees EOF when the master closes its
+    /// own.
+    pub fn start_with_output(
+        mut cmd: Command,
+        stdout: impl Into<Stdio>,
+        stderr: impl Into<Stdio>,
+    ) -> Running {
+        cmd.stdout(stdout).stderr(stderr);
+        Running::spawn(&mut cmd)
+    }
+
+    fn spawn(cmd: &mut Command) -> Running {
         if !cmd.get_envs().any(|(key, _)| key == "RUST_LOG") {
             cmd.env("RUST_LOG", "info");
         }
-        cmd.process_group(0)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
+        cmd.process_group(0).stdin(Stdio::null());
         // SAFETY: prctl is async-signal-safe. The master dies with the test
         // thread that started it, should the test process be killed before
         // the guard runs; its workers then die with it (their own PDEATHSIG).
@@ -421,8 +470,15 @@ impl Running {
             cmd.spawn().expect("start prefork")
         };
         let (stdout, stderr) = (Buffer::default(), Buffer::default());
-        capture(child.stdout.take().expect("piped"), &stdout);
-        capture(child.stderr.take().expect("piped"), &stderr);
+        // A stream not piped to the test has nothing to wait for.
+        match child.stdout.take() {
+            Some(pipe) => capture(pipe, &stdout),
+            None => stdout.lock().unwrap().closed = true,
+        }
+        match child.stderr.take() {
+            Some(pipe) => capture(pipe, &stderr),
+            None => stderr.lock().unwrap().closed = true,
+        }
         Running {
             pid: child.id() as i32,
             child,

@@ -7,21 +7,7 @@ use std::process::Command;
 
 use nix::sys::resource::{setrlimit, Resource};
 
-use crate::harness::{Running, Sandbox};
-
-/// The soft and hard limits of `what` in `/proc/<pid>/limits`.
-fn limits(pid: i32, what: &str) -> (String, String) {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("read limits");
-    let line = text
-        .lines()
-        .find(|l| l.starts_with(what))
-        .unwrap_or_else(|| panic!("no {what} in {text}"));
-    let mut fields = line[what.len()..].split_whitespace();
-    (
-        fields.next().expect("soft").to_string(),
-        fields.next().expect("hard").to_string(),
-    )
-}
+use crate::harness::{limits, Running, Sandbox};
 
 #[test]
 fn a_low_soft_descriptor_limit_is_raised_for_the_master_and_kept_for_workers() {

@@ -6,15 +6,14 @@
 
 use std::io::Read;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use nix::fcntl::{fcntl, FcntlArg, OFlag};
-use nix::sys::signal::{kill, killpg, Signal};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 
-use crate::harness::{alive, children_of, proc_stat, signal, Sandbox};
+use crate::harness::{
+    alive, counts_dropped_output, proc_stat, signal, small_pipe, Running, Sandbox,
+};
 
 /// Waits on events; generous because a loaded 2-core machine forks slowly.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -25,13 +24,6 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(10));
     }
-}
-
-/// A pipe whose buffer is one page, so that a few lines fill it.
-fn small_pipe() -> (OwnedFd, OwnedFd) {
-    let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).expect("pipe");
-    fcntl(write.as_raw_fd(), FcntlArg::F_SETPIPE_SZ(4096)).expect("F_SETPIPE_SZ");
-    (read, write)
 }
 
 /// How many bytes wait in the pipe.
@@ -53,90 +45,6 @@ fn drain(read: &OwnedFd) -> Vec<u8> {
     out
 }
 
-/// A master whose standard output and error are the given descriptors.
-/// On drop it kills the master's group and each of its workers' groups.
-struct Master {
-    child: Child,
-    exited: bool,
-}
-
-impl Master {
-    /// Takes `cmd` whole: dropped after the spawn, it closes our copies of
-    /// the descriptors, so that a reader of the master's output sees EOF.
-    fn start(mut cmd: Command, stdout: OwnedFd, stderr: OwnedFd) -> Master {
-        cmd.process_group(0)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(stdout))
-            .stderr(Stdio::from(stderr))
-            .env("RUST_LOG", "info");
-        // SAFETY: prctl is async-signal-safe: the master dies with the test.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let child = {
-            let _forking = crate::util::fork_lock();
-            cmd.spawn().expect("start prefork")
-        };
-        Master {
-            child,
-            exited: false,
-        }
-    }
-
-    fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-
-    /// Live workers: children leading their own group.
-    fn workers(&self) -> Vec<i32> {
-        children_of(self.pid())
-            .into_iter()
-            .filter(|p| p.pgid == p.pid && p.state != 'Z')
-            .map(|p| p.pid)
-            .collect()
-    }
-
-    fn zombies(&self) -> Vec<i32> {
-        children_of(self.pid())
-            .into_iter()
-            .filter(|p| p.state == 'Z')
-            .map(|p| p.pid)
-            .collect()
-    }
-
-    fn wait_exit(&mut self, within: Duration) -> std::process::ExitStatus {
-        let deadline = Instant::now() + within;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("waitpid") {
-                self.exited = true;
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the master did not exit within {within:?}"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Master {
-    fn drop(&mut self) {
-        if !self.exited {
-            let master = Pid::from_raw(self.pid());
-            let _ = kill(master, Signal::SIGSTOP);
-            for child in children_of(self.pid()) {
-                let _ = killpg(Pid::from_raw(child.pgid), Signal::SIGKILL);
-            }
-            let _ = killpg(master, Signal::SIGKILL);
-            let _ = self.child.wait();
-        }
-    }
-}
-
 #[test]
 fn an_unread_stdout_stops_no_respawn_nor_shutdown() {
     let sandbox = Sandbox::new();
@@ -144,7 +52,7 @@ fn an_unread_stdout_stops_no_respawn_nor_shutdown() {
     let (out_read, out_write) = small_pipe();
     let (err_read, err_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).expect("pipe");
     let cmd = sandbox.prefork(&["-w", "20", "--graceful-timeout", "5s", "--", "sh", &worker]);
-    let mut master = Master::start(cmd, out_write, err_write);
+    let mut master = Running::start_with_output(cmd, out_write, err_write);
     // The log is read, as a terminal would be.
     let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
     let reader = {
@@ -198,7 +106,7 @@ fn an_unread_stdout_stops_no_respawn_nor_shutdown() {
             == sent
     });
     signal(master.pid(), Signal::SIGTERM);
-    let status = master.wait_exit(Duration::from_secs(10));
+    let status = master.wait_exit();
     assert!(status.success(), "{status}");
     reader.join().unwrap();
 }
@@ -210,9 +118,7 @@ fn an_unread_stderr_drops_whole_lines_says_so_and_stops_nothing() {
     // lines a worker, a log burst that fills the pipe and the sink's buffer.
     let worker = sandbox.script("brief.sh", r#"printf . >> "$DIR/starts""#);
     let (err_read, err_write) = small_pipe();
-    let out_write = std::fs::File::create(sandbox.path().join("stdout"))
-        .expect("create stdout")
-        .into();
+    let out_write = std::fs::File::create(sandbox.path().join("stdout")).expect("create stdout");
     let args = [
         "-w",
         "20",
@@ -224,7 +130,7 @@ fn an_unread_stderr_drops_whole_lines_says_so_and_stops_nothing() {
         "sh",
         &worker,
     ];
-    let mut master = Master::start(sandbox.prefork(&args), out_write, err_write);
+    let mut master = Running::start_with_output(sandbox.prefork(&args), out_write, err_write);
     let starts = || std::fs::metadata(sandbox.path().join("starts")).map_or(0, |m| m.len());
     // About 170 bytes of log a start: 3000 starts overflow the 256 KiB buffer.
     wait_for("3000 starts with standard error unread", || {
@@ -255,15 +161,11 @@ fn an_unread_stderr_drops_whole_lines_says_so_and_stops_nothing() {
     // The board counts what was lost.
     signal(master.pid(), Signal::SIGUSR1);
     wait_for("a board counting the dropped lines", || {
-        std::fs::read_to_string(sandbox.path().join("stdout")).is_ok_and(|out| {
-            out.split("output_dropped=")
-                .nth(1)
-                .and_then(|rest| rest.split(' ').next()?.parse::<u64>().ok())
-                .is_some_and(|n| n > 0)
-        })
+        std::fs::read_to_string(sandbox.path().join("stdout"))
+            .is_ok_and(|out| counts_dropped_output(&out))
     });
     signal(master.pid(), Signal::SIGTERM);
-    let status = master.wait_exit(Duration::from_secs(10));
+    let status = master.wait_exit();
     assert!(status.success(), "{status}");
 }
 
@@ -273,11 +175,9 @@ fn a_closed_stderr_is_not_fatal() {
     let worker = sandbox.worker("trap 'exit 0' TERM");
     let (err_read, err_write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).expect("pipe");
     drop(err_read); // every write now fails with EPIPE
-    let out_write = std::fs::File::create(sandbox.path().join("stdout"))
-        .expect("create stdout")
-        .into();
+    let out_write = std::fs::File::create(sandbox.path().join("stdout")).expect("create stdout");
     let cmd = sandbox.prefork(&["-w", "2", "--graceful-timeout", "5s", "--", "sh", &worker]);
-    let mut master = Master::start(cmd, out_write, err_write);
+    let mut master = Running::start_with_output(cmd, out_write, err_write);
     wait_for("2 ready workers", || sandbox.pids("ready").len() >= 2);
     let victim = master.workers()[0];
     signal(victim, Signal::SIGKILL);
@@ -289,5 +189,5 @@ fn a_closed_stderr_is_not_fatal() {
             .is_ok_and(|out| out.contains("prefork master pid="))
     });
     signal(master.pid(), Signal::SIGTERM);
-    assert!(master.wait_exit(Duration::from_secs(10)).success());
+    assert!(master.wait_exit().success());
 }

@@ -15,7 +15,7 @@ use std::process::Command;
 use nix::sys::signal::Signal;
 use nix::unistd::{Gid, Uid, User};
 
-use crate::harness::{Running, Sandbox};
+use crate::harness::{limits, Running, Sandbox};
 
 fn is_root() -> bool {
     Uid::effective().is_root()
@@ -75,18 +75,15 @@ fn status_line(pid: i32, field: &str) -> String {
         .to_string()
 }
 
-/// The soft and hard limits of `what` in `/proc/<pid>/limits`.
-fn limits(pid: i32, what: &str) -> (String, String) {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/limits")).expect("read limits");
-    let line = text
-        .lines()
-        .find(|l| l.starts_with(what))
-        .unwrap_or_else(|| panic!("no {what} in {text}"));
-    let mut fields = line[what.len()..].split_whitespace();
-    (
-        fields.next().expect("soft").to_string(),
-        fields.next().expect("hard").to_string(),
-    )
+/// Runs the master of `cmd`, which must exit 2 having started no worker,
+/// and returns its log, for the caller to check what it said.
+fn refused_at_start(cmd: &mut Command) -> String {
+    let mut master = Running::start(cmd);
+    let code = master.wait_exit().code();
+    let stderr = master.stderr();
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(master.spawned().is_empty(), "{stderr}");
+    stderr
 }
 
 /// Field 19 of `/proc/<pid>/stat`: the nice value.
@@ -124,16 +121,12 @@ fn a_worker_runs_as_nobody_with_its_groups_umask_limits_and_nice_value() {
         cmd
     };
     if !is_root() && me.uid != nobody.uid {
-        let mut master = Running::start(&mut args("nobody"));
-        let code = master.wait_exit().code();
-        let stderr = master.stderr();
-        assert_eq!(code, Some(2), "{stderr}");
+        let stderr = refused_at_start(&mut args("nobody"));
         assert!(
             stderr.contains("cannot switch to user nobody")
                 && stderr.contains("Operation not permitted"),
             "{stderr}"
         );
-        assert!(master.spawned().is_empty(), "{stderr}");
     }
     let master = Running::start(&mut args(&user.name));
     let pid = master.wait_ready(&sandbox, 1)[0];
@@ -204,12 +197,8 @@ fn an_unknown_user_or_group_is_exit_2_naming_it_with_nothing_started() {
             "unknown group no-such-group-prefork",
         ),
     ] {
-        let mut master = Running::start(&mut sandbox.prefork(&[option, name, "--", "sh", &worker]));
-        let code = master.wait_exit().code();
-        let stderr = master.stderr();
-        assert_eq!(code, Some(2), "{stderr}");
+        let stderr = refused_at_start(&mut sandbox.prefork(&[option, name, "--", "sh", &worker]));
         assert!(stderr.contains(said), "{stderr}");
-        assert!(master.spawned().is_empty(), "{stderr}");
         assert!(sandbox.lines("ready").is_empty());
     }
 }
@@ -225,16 +214,12 @@ fn a_master_that_is_not_root_may_not_switch_to_root() {
         let nobody = nobody();
         cmd.uid(nobody.uid.as_raw()).gid(nobody.gid.as_raw());
     }
-    let mut master = Running::start(&mut cmd);
-    let code = master.wait_exit().code();
-    let stderr = master.stderr();
-    assert_eq!(code, Some(2), "{stderr}");
+    let stderr = refused_at_start(&mut cmd);
     assert!(
         stderr.contains("cannot switch to user root (uid 0)")
             && stderr.contains("Operation not permitted"),
         "{stderr}"
     );
-    assert!(master.spawned().is_empty(), "{stderr}");
 }
 
 /// Root passes every check made before the fork; what the kernel still

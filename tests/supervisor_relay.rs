@@ -5,17 +5,15 @@
 //! drops whole lines and stops nothing, and dead workers' pipes are closed.
 
 use std::io::Read;
-use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use nix::fcntl::{fcntl, FcntlArg, OFlag};
-use nix::sys::signal::{kill, killpg, Signal};
-use nix::unistd::Pid;
+use nix::sys::signal::Signal;
 
-use crate::harness::{children_of, eventually, open_fds, signal, Running, Sandbox};
+use crate::harness::{
+    counts_dropped_output, eventually, open_fds, signal, small_pipe, Running, Sandbox,
+};
 
 /// A worker that says who it is on both streams, then idles.
 const HELLO: &str = r#"echo "out slot=$PREFORK_WORKER_SLOT pid=$$"
@@ -189,81 +187,6 @@ exit 0"#,
     assert!(master.stdout().contains("chatty "));
 }
 
-/// A pipe whose buffer is one page.
-fn small_pipe() -> (OwnedFd, OwnedFd) {
-    let (read, write) = nix::unistd::pipe2(OFlag::O_CLOEXEC).expect("pipe");
-    fcntl(write.as_raw_fd(), FcntlArg::F_SETPIPE_SZ(4096)).expect("F_SETPIPE_SZ");
-    (read, write)
-}
-
-/// A master whose standard output is `stdout` and whose log is read into a
-/// buffer; on drop, it and its workers' groups are killed.
-struct Master {
-    child: Child,
-    log: Arc<Mutex<String>>,
-}
-
-impl Master {
-    fn start(mut cmd: Command, stdout: OwnedFd) -> Master {
-        cmd.process_group(0)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(stdout))
-            .stderr(Stdio::piped())
-            .env("RUST_LOG", "info");
-        // SAFETY: prctl is async-signal-safe: the master dies with the test.
-        unsafe {
-            cmd.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let mut child = {
-            let _forking = crate::util::fork_lock();
-            cmd.spawn().expect("start prefork")
-        };
-        let log = Arc::new(Mutex::new(String::new()));
-        let mut err = child.stderr.take().expect("piped");
-        let into = Arc::clone(&log);
-        std::thread::spawn(move || {
-            let mut chunk = [0u8; 4096];
-            while let Ok(n @ 1..) = err.read(&mut chunk) {
-                into.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&chunk[..n]));
-            }
-        });
-        Master { child, log }
-    }
-
-    fn pid(&self) -> i32 {
-        self.child.id() as i32
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
-
-    fn wait_until(&self, what: &str, done: impl FnMut() -> bool) {
-        assert!(
-            eventually(done),
-            "timed out waiting for {what}\n{}",
-            self.log()
-        );
-    }
-}
-
-impl Drop for Master {
-    fn drop(&mut self) {
-        let master = Pid::from_raw(self.pid());
-        let _ = kill(master, Signal::SIGSTOP);
-        for child in children_of(self.pid()) {
-            let _ = killpg(Pid::from_raw(child.pgid), Signal::SIGKILL);
-        }
-        let _ = killpg(master, Signal::SIGKILL);
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn an_unread_stdout_drops_relayed_lines_counts_them_and_stops_no_respawn() {
     let sandbox = Sandbox::new();
@@ -287,7 +210,7 @@ while :; do sleep 1 & wait $!; done"#,
         "sh",
         &worker,
     ];
-    let master = Master::start(sandbox.prefork(&args), out_write);
+    let master = Running::start_with_output(sandbox.prefork(&args), out_write, Stdio::piped());
     // Both floods were read whole by the master: nobody read its stdout.
     master.wait_until("2 workers past their flood", || {
         sandbox.pids("ready").len() == 2
@@ -296,13 +219,13 @@ while :; do sleep 1 & wait $!; done"#,
     let killed = Instant::now();
     signal(victim, Signal::SIGKILL);
     master.wait_until("the replacement", || {
-        master.log().matches("spawned worker").count() >= 3
+        master.stderr().matches("spawned worker").count() >= 3
     });
     let respawn = killed.elapsed();
     assert!(
         respawn < Duration::from_secs(5),
-        "respawned after {respawn:?}\n{}",
-        master.log()
+        "{}",
+        master.report(&format!("respawned after {respawn:?}"))
     );
     // Read now: the notice of what was lost, then a board counting it.
     let out = Arc::new(Mutex::new(Vec::new()));
@@ -322,11 +245,7 @@ while :; do sleep 1 & wait $!; done"#,
     });
     signal(master.pid(), Signal::SIGUSR1);
     master.wait_until("a board counting the dropped lines", || {
-        text()
-            .split("output_dropped=")
-            .nth(1)
-            .and_then(|rest| rest.split(' ').next()?.parse::<u64>().ok())
-            .is_some_and(|n| n > 0)
+        counts_dropped_output(&text())
     });
     // Every relayed line that came through is whole. (Only lines read to
     // their newline: the reader thread may be in the middle of a line the

@@ -160,26 +160,17 @@ fn sigttin_and_sigttou_move_the_bounds_and_the_dump_shows_them() {
         "sh",
         &worker,
     ]));
+    // Each signal moves both bounds by one, and the log says where to.
+    let move_bounds = |signal: Signal, bounds: &str| {
+        master.signal(signal);
+        let said = format!("{}: the pool now keeps {bounds} workers", signal.as_str());
+        master.wait_until(&said, || master.stderr().contains(&said));
+    };
     master.wait_workers(2);
-    master.signal(Signal::SIGTTIN);
-    master.wait_until("the raised floor", || {
-        master
-            .stderr()
-            .contains("SIGTTIN: the pool now keeps 3 to 4 workers")
-    });
+    move_bounds(Signal::SIGTTIN, "3 to 4");
     master.wait_workers(3);
-    master.signal(Signal::SIGTTOU);
-    master.wait_until("the first SIGTTOU", || {
-        master
-            .stderr()
-            .contains("SIGTTOU: the pool now keeps 2 to 3 workers")
-    });
-    master.signal(Signal::SIGTTOU);
-    master.wait_until("the lowered ceiling", || {
-        master
-            .stderr()
-            .contains("SIGTTOU: the pool now keeps 1 to 2 workers")
-    });
+    move_bounds(Signal::SIGTTOU, "2 to 3");
+    move_bounds(Signal::SIGTTOU, "1 to 2");
     master.wait_workers(2);
     let board = sandbox.board().display().to_string();
     master.wait_until("two idle workers", || {

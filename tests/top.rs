@@ -6,7 +6,7 @@
 //! with it what runs in it) and the workers, whether the test passes or not.
 
 use std::os::unix::process::CommandExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -212,6 +212,13 @@ fn rows(screen: &str) -> Vec<&str> {
 /// The long status of slot 1, whose end a table row cannot show.
 const LONG_END: &str = "END-OF-STATUS";
 
+/// Creates the directory `dir` of a board with the mode the scoreboard
+/// gives its own.
+fn create_board_dir(dir: &Path) {
+    std::fs::create_dir(dir).unwrap();
+    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+}
+
 /// A board with a real master's three workers (slot 0 idle, 1 busy with a
 /// long status, 2 busy) and, first, a Perl Parallel::Scoreboard worker.
 struct MixedBoard {
@@ -225,9 +232,7 @@ impl MixedBoard {
         util::require_parallel_scoreboard();
         let sandbox = Sandbox::new();
         let board = sandbox.board();
-        std::fs::create_dir(&board).unwrap();
-        std::fs::set_permissions(&board, std::os::unix::fs::PermissionsExt::from_mode(0o700))
-            .unwrap();
+        create_board_dir(&board);
         let mut perl_guard = ChildGuard::new();
         let mut perl = {
             let _forking = fork_lock();
@@ -436,8 +441,7 @@ fn top_filters_shows_a_whole_status_and_redraws_on_resize() {
 /// A board in `dir` (created) of forked children of the test, one per
 /// status; returns once every status is on it.
 fn simple_board(dir: &Path, statuses: &[&[u8]], kids: &mut ChildGuard) {
-    std::fs::create_dir(dir).unwrap();
-    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700)).unwrap();
+    create_board_dir(dir);
     {
         let forking = fork_lock();
         for status in statuses {
@@ -458,23 +462,52 @@ fn simple_board(dir: &Path, statuses: &[&[u8]], kids: &mut ChildGuard) {
     assert!(all_there, "the workers' statuses did not appear");
 }
 
+/// One serving worker on a board of its own, and a terminal for `prefork
+/// top` on it. The fields drop in their order: top, with its terminal,
+/// before the worker it watches, and the directory last.
+struct OneWorker {
+    tmux: Tmux,
+    kids: ChildGuard,
+    board: PathBuf,
+    pidfile: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl OneWorker {
+    fn start() -> OneWorker {
+        let dir = util::tempdir();
+        let board = dir.path().join("board");
+        let mut kids = ChildGuard::new();
+        simple_board(&board, &[b"serving"], &mut kids);
+        OneWorker {
+            tmux: Tmux::start(100, 20),
+            kids,
+            board,
+            pidfile: dir.path().join("top.pid"),
+            _dir: dir,
+        }
+    }
+
+    /// Runs `prefork top -d BOARD ARGS` and waits for it to show the worker.
+    fn top(&self, args: &str) {
+        let args = format!("-d {} {args}", self.board.display());
+        self.tmux.line(&top_line(&self.pidfile, &args));
+        self.tmux.wait_text("1 live worker(s)");
+    }
+}
+
 #[test]
 fn top_gives_the_terminal_back_on_ctrl_c_sigint_and_sigterm() {
-    let dir = util::tempdir();
-    let board = dir.path().join("board");
-    let mut kids = ChildGuard::new();
-    simple_board(&board, &[b"serving"], &mut kids);
-    let pidfile = dir.path().join("top.pid");
-    let tmux = Tmux::start(100, 20);
+    let one = OneWorker::start();
+    let (tmux, pidfile) = (&one.tmux, &one.pidfile);
     for (how, code) in [("C-c", 0), ("SIGINT", 130), ("SIGTERM", 143)] {
-        let _ = std::fs::remove_file(&pidfile);
-        tmux.line(&top_line(&pidfile, &format!("-d {}", board.display())));
-        tmux.wait_text("1 live worker(s)");
+        let _ = std::fs::remove_file(pidfile);
+        one.top("");
         assert!(tmux.alternate());
         match how {
             "C-c" => tmux.keys(&["C-c"]),
-            "SIGINT" => crate::harness::signal(pid_in(&pidfile), nix::sys::signal::SIGINT),
-            _ => crate::harness::signal(pid_in(&pidfile), nix::sys::signal::SIGTERM),
+            "SIGINT" => crate::harness::signal(pid_in(pidfile), nix::sys::signal::SIGINT),
+            _ => crate::harness::signal(pid_in(pidfile), nix::sys::signal::SIGTERM),
         }
         tmux.wait_shell_back(code);
     }
@@ -491,17 +524,13 @@ fn coloured(screen: &str) -> bool {
 
 #[test]
 fn top_colours_the_states_unless_no_color_is_set() {
-    let dir = util::tempdir();
-    let board = dir.path().join("board");
-    let mut kids = ChildGuard::new();
-    simple_board(&board, &[b"serving"], &mut kids);
-    let pidfile = dir.path().join("top.pid");
-    let tmux = Tmux::start(100, 20);
+    let one = OneWorker::start();
+    let tmux = &one.tmux;
     for (env, colours) in [("", true), ("env NO_COLOR=1 ", false)] {
         tmux.line(&format!(
             "sh -c 'echo $$ > {}; exec {env}{PREFORK} top -d {}'",
-            pidfile.display(),
-            board.display()
+            one.pidfile.display(),
+            one.board.display()
         ));
         tmux.wait_text("1 live worker(s)");
         let screen = tmux.screen_with_escapes();
@@ -513,16 +542,10 @@ fn top_colours_the_states_unless_no_color_is_set() {
 
 #[test]
 fn top_ends_when_its_terminal_hangs_up() {
-    let dir = util::tempdir();
-    let board = dir.path().join("board");
-    let mut kids = ChildGuard::new();
-    simple_board(&board, &[b"serving"], &mut kids);
-    let pidfile = dir.path().join("top.pid");
-    let tmux = Tmux::start(100, 20);
-    tmux.line(&top_line(&pidfile, &format!("-d {}", board.display())));
-    tmux.wait_text("1 live worker(s)");
-    let pid = pid_in(&pidfile);
-    tmux.kill_server();
+    let one = OneWorker::start();
+    one.top("");
+    let pid = pid_in(&one.pidfile);
+    one.tmux.kill_server();
     assert!(
         eventually(|| !crate::harness::alive(pid)),
         "prefork top (pid {pid}) still runs without its terminal"
@@ -531,20 +554,13 @@ fn top_ends_when_its_terminal_hangs_up() {
 
 #[test]
 fn top_waits_for_a_board_that_vanishes_and_removes_no_file() {
-    let dir = util::tempdir();
-    let board = dir.path().join("board");
-    let mut kids = ChildGuard::new();
-    simple_board(&board, &[b"serving"], &mut kids);
+    let mut one = OneWorker::start();
+    let board = one.board.clone();
     // A dead worker's file: any other reader of ours would remove it.
     let dead = status_path(&board, 999_999_999u32);
     std::fs::write(&dead, record::encode(b"dead and gone")).unwrap();
-    let pidfile = dir.path().join("top.pid");
-    let tmux = Tmux::start(100, 20);
-    tmux.line(&top_line(
-        &pidfile,
-        &format!("-d {} --interval 100ms", board.display()),
-    ));
-    tmux.wait_text("1 live worker(s)");
+    one.top("--interval 100ms");
+    let tmux = &one.tmux;
     tmux.wait_frames(3);
     assert!(dead.exists(), "top removed a dead worker's file");
 
@@ -552,14 +568,14 @@ fn top_waits_for_a_board_that_vanishes_and_removes_no_file() {
     let gone = format!("scoreboard {} is gone", board.display());
     tmux.wait_text(&gone);
     assert!(tmux.alternate(), "top still runs");
-    assert!(crate::harness::alive(pid_in(&pidfile)));
+    assert!(crate::harness::alive(pid_in(&one.pidfile)));
 
     // Back, with another worker: picked up again.
     std::fs::create_dir(&board).unwrap();
     let forking = fork_lock();
     util::held_by_child(
         &forking,
-        &mut kids,
+        &mut one.kids,
         &status_path(&board, 4321),
         &record::encode(b"back again"),
     );
