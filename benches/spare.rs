@@ -779,15 +779,7 @@ fn peer_available() -> Result<String, String> {
 
 fn machine(quick: bool, worker: &Result<String, String>, peer: &Result<String, String>) {
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let model = fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, m)| m.trim().to_string())
-        })
-        .unwrap_or_else(|| "?".into());
+    let model = common::cpu_model();
     let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     println!(
         "# prefork spare scaling benchmark{}",
@@ -804,17 +796,8 @@ fn machine(quick: bool, worker: &Result<String, String>, peer: &Result<String, S
         Err(why) => println!("- peer: {why}"),
     }
     println!("- CPUs: {cpus} ({model}), kernel {}", kernel.trim());
-    println!("- load average at start: {}", loadavg());
+    println!("- load average at start: {}", common::loadavg());
     println!();
-}
-
-fn loadavg() -> String {
-    fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 fn bench_dir() -> tempfile::TempDir {

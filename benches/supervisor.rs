@@ -228,7 +228,7 @@ fn metrics_of_1000(quick: bool) {
         s.median,
         Duration::from_millis(2),
     );
-    println!("load average after: {}", loadavg());
+    println!("load average after: {}", common::loadavg());
 }
 
 /// Section 7, respawn latency with nobody on the status endpoint, then while a
@@ -347,7 +347,7 @@ fn scrape_storm(quick: bool) {
         (t.as_secs_f64() / quiet.as_secs_f64() - 1.0) * 100.0,
         if t.as_secs_f64() <= quiet.as_secs_f64() * 1.1 { "met" } else { "MISSED" }
     );
-    println!("load average after: {}", loadavg());
+    println!("load average after: {}", common::loadavg());
 }
 
 // ---------------------------------------------------------------------------
@@ -355,15 +355,7 @@ fn scrape_storm(quick: bool) {
 
 fn machine(quick: bool) {
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let model = fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, m)| m.trim().to_string())
-        })
-        .unwrap_or_else(|| "?".into());
+    let model = common::cpu_model();
     let kernel = read_trimmed("/proc/sys/kernel/osrelease");
     let pid_max = read_trimmed("/proc/sys/kernel/pid_max");
     let nproc = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NPROC)
@@ -381,7 +373,7 @@ fn machine(quick: bool) {
     );
     println!("- CPUs: {cpus} ({model}), kernel {kernel}");
     println!("- pid_max {pid_max}, RLIMIT_NPROC {nproc}");
-    println!("- load average at start: {}", loadavg());
+    println!("- load average at start: {}", common::loadavg());
     println!();
 }
 
@@ -514,7 +506,7 @@ fn respawn_latency(quick: bool) {
         "master log: {respawns} respawns, {quick_deaths} crash-loop delays (must be 0); master VmHWM {hwm} KiB"
     );
     verdict("median respawn latency", s.median, Duration::from_millis(2));
-    println!("load average after: {}", loadavg());
+    println!("load average after: {}", common::loadavg());
 }
 
 /// 2. Start-up time and the master's memory.
@@ -598,7 +590,7 @@ fn startup(quick: bool) {
             if ok { "met" } else { "MISSED" }
         );
     }
-    println!("load average after: {}", loadavg());
+    println!("load average after: {}", common::loadavg());
 }
 
 /// 3. How often an idle master wakes up, and what it costs.
@@ -663,7 +655,7 @@ fn idle_wakeups(quick: bool) {
     for v in verdicts {
         println!("expected: about one wake-up per check interval; {v}");
     }
-    println!("load average after: {}", loadavg());
+    println!("load average after: {}", common::loadavg());
 }
 
 /// 4. One board check, from the master's debug log, and `read_all`.
@@ -798,7 +790,7 @@ fn check_cost(quick: bool) {
             Duration::from_millis(2),
         );
     }
-    println!("load average after: {}", loadavg());
+    println!("load average after: {}", common::loadavg());
 }
 
 /// Until `stop`: every 50 ms, a new status in every `status_*` file of
@@ -911,7 +903,7 @@ fn report_call(quick: bool) {
         Summary::of(&report).median,
         Duration::from_millis(2),
     );
-    println!("load average after: {}", loadavg());
+    println!("load average after: {}", common::loadavg());
 }
 
 /// Runs `program args` `calls` times (after 20 unmeasured ones) with `fd`
@@ -1145,7 +1137,7 @@ fn stalled_reader(quick: bool) {
             }
         );
     }
-    println!("load average after: {}", loadavg());
+    println!("load average after: {}", common::loadavg());
 }
 
 /// One run of section 6: a master with `output`, its pipe filled, then the
@@ -1851,14 +1843,6 @@ fn read_trimmed(path: impl AsRef<OsStr>) -> String {
     fs::read_to_string(Path::new(path.as_ref()))
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "?".into())
-}
-
-fn loadavg() -> String {
-    read_trimmed("/proc/loadavg")
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// The last lines of a log, for a failure message.

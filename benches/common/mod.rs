@@ -1,7 +1,8 @@
 //! What the benchmarks share (each says `mod common;`: a directory, so that cargo does not take it for a bench of its own): the
-//! binary under test, the example HTTP worker, and child processes that die
-//! with the benchmark.
+//! binary under test, the example HTTP worker, child processes that die
+//! with the benchmark, and the machine's description in each report.
 
+use std::fs;
 use std::io;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -61,4 +62,28 @@ pub fn dies_with_this_process(cmd: &mut Command) -> &mut Command {
             Ok(())
         })
     }
+}
+
+/// The CPU's model name from /proc/cpuinfo, "?" when there is none (some
+/// architectures do not give one).
+#[allow(dead_code)]
+pub fn cpu_model() -> String {
+    fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|text| {
+            text.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, m)| m.trim().to_string())
+        })
+        .unwrap_or_else(|| "?".into())
+}
+
+/// The 1, 5 and 15 minute load averages: a figure taken on a busy machine
+/// says so beside it.
+#[allow(dead_code)]
+pub fn loadavg() -> String {
+    fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
 }
