@@ -46,6 +46,8 @@ mod common;
 #[path = "../tests/httpload.rs"]
 mod httpload;
 
+use common::{bench_dir, clock_ticks, sleep_until, start_ticks, uptime_ticks};
+
 /// The binary under test: `PREFORK_BENCH_BIN` when set (bench/supervisor.sh
 /// points it at a plain `cargo build --release` binary: the bench profile's
 /// build differs, with debug info and the dev-dependencies' features), else
@@ -856,7 +858,7 @@ fn report_call(quick: bool) {
     section(&format!(
         "5. `prefork report STATUS`: wall time of one call (fork, exec, write, exit, wait), {calls} calls"
     ));
-    let dir = bench_dir();
+    let dir = bench_dir("prefork-bench-");
     let file = fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -1315,7 +1317,7 @@ impl Master {
         stdout: Stdio,
         stderr: Option<Stdio>,
     ) -> Master {
-        let dir = bench_dir();
+        let dir = bench_dir("prefork-bench-");
         let board = dir.path().join("board");
         fs::DirBuilder::new()
             .mode(0o700)
@@ -1729,35 +1731,6 @@ fn proc_status_number(pid: i32, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"))
 }
 
-/// When a process started, in clock ticks since boot (field 22 of
-/// /proc/<pid>/stat).
-fn start_ticks(pid: i32) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after_comm = stat.rsplit_once(')')?.1;
-    after_comm.split_whitespace().nth(22 - 3)?.parse().ok()
-}
-
-/// Now, in clock ticks since boot.
-fn uptime_ticks() -> u64 {
-    let uptime = read_trimmed("/proc/uptime");
-    let secs: f64 = uptime
-        .split_whitespace()
-        .next()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0.0);
-    (secs * clock_ticks() as f64) as u64
-}
-
-fn clock_ticks() -> u64 {
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if hz > 0 {
-        hz as u64
-    } else {
-        100
-    }
-}
-
 /// How many workers this user may start (one process each, besides what
 /// already runs), capped at `wanted`.
 fn workers_allowed(wanted: usize) -> usize {
@@ -1773,25 +1746,6 @@ fn workers_allowed(wanted: usize) -> usize {
 
 // ---------------------------------------------------------------------------
 // Small things
-
-fn bench_dir() -> tempfile::TempDir {
-    let base = ["/dev/shm"]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|p| p.is_dir())
-        .unwrap_or_else(std::env::temp_dir);
-    tempfile::Builder::new()
-        .prefix("prefork-bench-")
-        .tempdir_in(base)
-        .expect("create a temporary directory")
-}
-
-fn sleep_until(at: Instant) {
-    let now = Instant::now();
-    if at > now {
-        std::thread::sleep(at - now);
-    }
-}
 
 fn section(title: &str) {
     println!();
