@@ -76,32 +76,23 @@ fn main() {
     let only = std::env::var("PREFORK_BENCH_ONLY").unwrap_or_default();
     let wanted = |name: &str| only.is_empty() || only.split(',').any(|s| s.trim() == name);
     machine(quick);
-    if wanted("respawn") {
-        respawn_latency(quick);
-    }
-    if wanted("startup") {
-        startup(quick);
-    }
-    if wanted("idle") {
-        idle_wakeups(quick);
-    }
-    if wanted("check") {
-        check_cost(quick);
-    }
-    if wanted("report") {
-        report_call(quick);
-    }
-    if wanted("stalled") {
-        stalled_reader(quick);
-    }
-    if wanted("scrape") {
-        scrape_storm(quick);
-    }
-    if wanted("metrics") {
-        metrics_of_1000(quick);
-    }
-    if wanted("relay") {
-        relay_throughput(quick);
+    // In the order of their numbers (the section titles and BENCHMARKS.md
+    // carry them).
+    let sections: [(_, fn(bool)); 9] = [
+        ("respawn", respawn_latency),
+        ("startup", startup),
+        ("idle", idle_wakeups),
+        ("check", check_cost),
+        ("report", report_call),
+        ("stalled", stalled_reader),
+        ("scrape", scrape_storm),
+        ("metrics", metrics_of_1000),
+        ("relay", relay_throughput),
+    ];
+    for (name, run) in sections {
+        if wanted(name) {
+            run(quick);
+        }
     }
 }
 
