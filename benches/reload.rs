@@ -409,15 +409,7 @@ fn main() {
 
 fn header(s: &Settings) {
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let model = fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|text| {
-            text.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, m)| m.trim().to_string())
-        })
-        .unwrap_or_else(|| "?".into());
+    let model = common::cpu_model();
     let rate = s
         .plan
         .rate_per_thread
@@ -428,7 +420,7 @@ fn header(s: &Settings) {
     println!();
     println!(
         "- CPUs: {cpus} ({model}); load average at start: {}",
-        loadavg()
+        common::loadavg()
     );
     println!("- prefork: {}", common::prefork());
     println!(
@@ -447,15 +439,6 @@ fn header(s: &Settings) {
         "- reload times: median and max of the reloads; \"log line\" is SIGHUP to prefork's `rolling restart complete`, \"pids\" is SIGHUP until no process of the pool from before it is left and the pool has its size again"
     );
     println!();
-}
-
-fn loadavg() -> String {
-    fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// What one reload took: to the log line (prefork), and to the pool's

@@ -53,6 +53,7 @@ mod common;
 #[path = "../tests/httpload.rs"]
 mod httpload;
 
+use common::{bench_dir, sleep_until, start_ticks, uptime_ticks};
 use httpload::{Load, Plan};
 
 /// The bounds both pools keep.
@@ -399,7 +400,7 @@ struct Pool {
 impl Pool {
     fn prefork(check: &str) -> Result<Pool, String> {
         let worker = common::http_worker("PREFORK_BENCH_WORKER")?;
-        let dir = bench_dir();
+        let dir = bench_dir("prefork-bench-spare-");
         let board = dir.path().join("board");
         fs::create_dir(&board).map_err(|e| format!("{}: {e}", board.display()))?;
         let (min, max, min_spare, max_spare) = (
@@ -456,7 +457,7 @@ impl Pool {
             &MAX_WORKERS.to_string(),
         ]);
         cmd.stdout(Stdio::piped());
-        let mut pool = Pool::spawn(cmd, bench_dir(), false)?;
+        let mut pool = Pool::spawn(cmd, bench_dir("prefork-bench-spare-"), false)?;
         // Its first line, `port N` (or end of file, if it died).
         let stdout = pool.child.stdout.take().expect("a piped stdout");
         let mut line = String::new();
@@ -779,15 +780,7 @@ fn peer_available() -> Result<String, String> {
 
 fn machine(quick: bool, worker: &Result<String, String>, peer: &Result<String, String>) {
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let model = fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, m)| m.trim().to_string())
-        })
-        .unwrap_or_else(|| "?".into());
+    let model = common::cpu_model();
     let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     println!(
         "# prefork spare scaling benchmark{}",
@@ -804,58 +797,8 @@ fn machine(quick: bool, worker: &Result<String, String>, peer: &Result<String, S
         Err(why) => println!("- peer: {why}"),
     }
     println!("- CPUs: {cpus} ({model}), kernel {}", kernel.trim());
-    println!("- load average at start: {}", loadavg());
+    println!("- load average at start: {}", common::loadavg());
     println!();
-}
-
-fn loadavg() -> String {
-    fs::read_to_string("/proc/loadavg")
-        .unwrap_or_default()
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
-fn bench_dir() -> tempfile::TempDir {
-    let base = Path::new("/dev/shm");
-    let base = if base.is_dir() {
-        base.to_path_buf()
-    } else {
-        std::env::temp_dir()
-    };
-    tempfile::Builder::new()
-        .prefix("prefork-bench-spare-")
-        .tempdir_in(base)
-        .expect("create a temporary directory")
-}
-
-/// A process's start time, in clock ticks since boot.
-fn start_ticks(pid: i32) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(19)?
-        .parse()
-        .ok()
-}
-
-fn uptime_ticks() -> u64 {
-    let secs: f64 = fs::read_to_string("/proc/uptime")
-        .ok()
-        .and_then(|s| s.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0.0);
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1);
-    (secs * hz as f64) as u64
-}
-
-fn sleep_until(at: Instant) {
-    let now = Instant::now();
-    if at > now {
-        std::thread::sleep(at - now);
-    }
 }
 
 fn opt(d: Option<Duration>) -> String {

@@ -46,6 +46,8 @@ mod common;
 #[path = "../tests/httpload.rs"]
 mod httpload;
 
+use common::{bench_dir, clock_ticks, sleep_until, start_ticks, uptime_ticks};
+
 /// The binary under test: `PREFORK_BENCH_BIN` when set (bench/supervisor.sh
 /// points it at a plain `cargo build --release` binary: the bench profile's
 /// build differs, with debug info and the dev-dependencies' features), else
@@ -74,32 +76,23 @@ fn main() {
     let only = std::env::var("PREFORK_BENCH_ONLY").unwrap_or_default();
     let wanted = |name: &str| only.is_empty() || only.split(',').any(|s| s.trim() == name);
     machine(quick);
-    if wanted("respawn") {
-        respawn_latency(quick);
-    }
-    if wanted("startup") {
-        startup(quick);
-    }
-    if wanted("idle") {
-        idle_wakeups(quick);
-    }
-    if wanted("check") {
-        check_cost(quick);
-    }
-    if wanted("report") {
-        report_call(quick);
-    }
-    if wanted("stalled") {
-        stalled_reader(quick);
-    }
-    if wanted("scrape") {
-        scrape_storm(quick);
-    }
-    if wanted("metrics") {
-        metrics_of_1000(quick);
-    }
-    if wanted("relay") {
-        relay_throughput(quick);
+    // In the order of their numbers (the section titles and BENCHMARKS.md
+    // carry them).
+    let sections: [(_, fn(bool)); 9] = [
+        ("respawn", respawn_latency),
+        ("startup", startup),
+        ("idle", idle_wakeups),
+        ("check", check_cost),
+        ("report", report_call),
+        ("stalled", stalled_reader),
+        ("scrape", scrape_storm),
+        ("metrics", metrics_of_1000),
+        ("relay", relay_throughput),
+    ];
+    for (name, run) in sections {
+        if wanted(name) {
+            run(quick);
+        }
     }
 }
 
@@ -228,7 +221,7 @@ fn metrics_of_1000(quick: bool) {
         s.median,
         Duration::from_millis(2),
     );
-    println!("load average after: {}", loadavg());
+    println!("load average after: {}", common::loadavg());
 }
 
 /// Section 7, respawn latency with nobody on the status endpoint, then while a
@@ -347,7 +340,7 @@ fn scrape_storm(quick: bool) {
         (t.as_secs_f64() / quiet.as_secs_f64() - 1.0) * 100.0,
         if t.as_secs_f64() <= quiet.as_secs_f64() * 1.1 { "met" } else { "MISSED" }
     );
-    println!("load average after: {}", loadavg());
+    println!("load average after: {}", common::loadavg());
 }
 
 // ---------------------------------------------------------------------------
@@ -355,15 +348,7 @@ fn scrape_storm(quick: bool) {
 
 fn machine(quick: bool) {
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let model = fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, m)| m.trim().to_string())
-        })
-        .unwrap_or_else(|| "?".into());
+    let model = common::cpu_model();
     let kernel = read_trimmed("/proc/sys/kernel/osrelease");
     let pid_max = read_trimmed("/proc/sys/kernel/pid_max");
     let nproc = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NPROC)
@@ -381,7 +366,7 @@ fn machine(quick: bool) {
     );
     println!("- CPUs: {cpus} ({model}), kernel {kernel}");
     println!("- pid_max {pid_max}, RLIMIT_NPROC {nproc}");
-    println!("- load average at start: {}", loadavg());
+    println!("- load average at start: {}", common::loadavg());
     println!();
 }
 
@@ -514,7 +499,7 @@ fn respawn_latency(quick: bool) {
         "master log: {respawns} respawns, {quick_deaths} crash-loop delays (must be 0); master VmHWM {hwm} KiB"
     );
     verdict("median respawn latency", s.median, Duration::from_millis(2));
-    println!("load average after: {}", loadavg());
+    println!("load average after: {}", common::loadavg());
 }
 
 /// 2. Start-up time and the master's memory.
@@ -598,7 +583,7 @@ fn startup(quick: bool) {
             if ok { "met" } else { "MISSED" }
         );
     }
-    println!("load average after: {}", loadavg());
+    println!("load average after: {}", common::loadavg());
 }
 
 /// 3. How often an idle master wakes up, and what it costs.
@@ -663,7 +648,7 @@ fn idle_wakeups(quick: bool) {
     for v in verdicts {
         println!("expected: about one wake-up per check interval; {v}");
     }
-    println!("load average after: {}", loadavg());
+    println!("load average after: {}", common::loadavg());
 }
 
 /// 4. One board check, from the master's debug log, and `read_all`.
@@ -798,7 +783,7 @@ fn check_cost(quick: bool) {
             Duration::from_millis(2),
         );
     }
-    println!("load average after: {}", loadavg());
+    println!("load average after: {}", common::loadavg());
 }
 
 /// Until `stop`: every 50 ms, a new status in every `status_*` file of
@@ -864,7 +849,7 @@ fn report_call(quick: bool) {
     section(&format!(
         "5. `prefork report STATUS`: wall time of one call (fork, exec, write, exit, wait), {calls} calls"
     ));
-    let dir = bench_dir();
+    let dir = bench_dir("prefork-bench-");
     let file = fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -911,7 +896,7 @@ fn report_call(quick: bool) {
         Summary::of(&report).median,
         Duration::from_millis(2),
     );
-    println!("load average after: {}", loadavg());
+    println!("load average after: {}", common::loadavg());
 }
 
 /// Runs `program args` `calls` times (after 20 unmeasured ones) with `fd`
@@ -1145,7 +1130,7 @@ fn stalled_reader(quick: bool) {
             }
         );
     }
-    println!("load average after: {}", loadavg());
+    println!("load average after: {}", common::loadavg());
 }
 
 /// One run of section 6: a master with `output`, its pipe filled, then the
@@ -1323,7 +1308,7 @@ impl Master {
         stdout: Stdio,
         stderr: Option<Stdio>,
     ) -> Master {
-        let dir = bench_dir();
+        let dir = bench_dir("prefork-bench-");
         let board = dir.path().join("board");
         fs::DirBuilder::new()
             .mode(0o700)
@@ -1737,35 +1722,6 @@ fn proc_status_number(pid: i32, key: &str) -> u64 {
         .unwrap_or_else(|| panic!("no {key} in /proc/{pid}/status"))
 }
 
-/// When a process started, in clock ticks since boot (field 22 of
-/// /proc/<pid>/stat).
-fn start_ticks(pid: i32) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after_comm = stat.rsplit_once(')')?.1;
-    after_comm.split_whitespace().nth(22 - 3)?.parse().ok()
-}
-
-/// Now, in clock ticks since boot.
-fn uptime_ticks() -> u64 {
-    let uptime = read_trimmed("/proc/uptime");
-    let secs: f64 = uptime
-        .split_whitespace()
-        .next()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0.0);
-    (secs * clock_ticks() as f64) as u64
-}
-
-fn clock_ticks() -> u64 {
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if hz > 0 {
-        hz as u64
-    } else {
-        100
-    }
-}
-
 /// How many workers this user may start (one process each, besides what
 /// already runs), capped at `wanted`.
 fn workers_allowed(wanted: usize) -> usize {
@@ -1781,25 +1737,6 @@ fn workers_allowed(wanted: usize) -> usize {
 
 // ---------------------------------------------------------------------------
 // Small things
-
-fn bench_dir() -> tempfile::TempDir {
-    let base = ["/dev/shm"]
-        .into_iter()
-        .map(PathBuf::from)
-        .find(|p| p.is_dir())
-        .unwrap_or_else(std::env::temp_dir);
-    tempfile::Builder::new()
-        .prefix("prefork-bench-")
-        .tempdir_in(base)
-        .expect("create a temporary directory")
-}
-
-fn sleep_until(at: Instant) {
-    let now = Instant::now();
-    if at > now {
-        std::thread::sleep(at - now);
-    }
-}
 
 fn section(title: &str) {
     println!();
@@ -1851,14 +1788,6 @@ fn read_trimmed(path: impl AsRef<OsStr>) -> String {
     fs::read_to_string(Path::new(path.as_ref()))
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "?".into())
-}
-
-fn loadavg() -> String {
-    read_trimmed("/proc/loadavg")
-        .split_whitespace()
-        .take(3)
-        .collect::<Vec<_>>()
-        .join(" ")
 }
 
 /// The last lines of a log, for a failure message.

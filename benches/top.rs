@@ -45,7 +45,7 @@ fn main() {
     println!(
         "machine: {} CPU(s), load average before: {}",
         std::thread::available_parallelism().map_or(0, |n| n.get()),
-        loadavg()
+        common::loadavg()
     );
     let master = Master::start(workers);
     let board = master.board();
@@ -155,7 +155,7 @@ fn main() {
         fmt(median),
         if median <= TARGET { "met" } else { "MISSED" }
     );
-    println!("load average after: {}", loadavg());
+    println!("load average after: {}", common::loadavg());
 }
 
 struct Figures(Vec<Duration>);
@@ -206,12 +206,6 @@ fn cpu_time() -> Duration {
     let tv =
         |t: nix::sys::time::TimeVal| Duration::new(t.tv_sec() as u64, t.tv_usec() as u32 * 1000);
     tv(usage.user_time()) + tv(usage.system_time())
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
 }
 
 /// Perl's `read_all` of `board`: the median time per call, from
