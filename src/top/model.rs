@@ -183,11 +183,15 @@ pub fn compare(a: &Row, b: &Row, key: SortKey) -> Ordering {
 /// Whether `row` passes the filter: its status line contains `filter`,
 /// ignoring ASCII case. An empty filter passes everything.
 pub fn matches(row: &Row, filter: &str) -> bool {
-    if filter.is_empty() {
-        return true;
-    }
-    let needle = filter.to_ascii_lowercase();
-    row.line.to_ascii_lowercase().contains(&needle)
+    // Compared in place: no lowered copy of the filter and of each line at
+    // every draw. A match of UTF-8 bytes in UTF-8 bytes is a match of text.
+    let needle = filter.as_bytes();
+    needle.is_empty()
+        || row
+            .line
+            .as_bytes()
+            .windows(needle.len())
+            .any(|w| w.eq_ignore_ascii_case(needle))
 }
 
 /// The indexes of the rows to show, filtered and in `key`'s order.

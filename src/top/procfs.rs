@@ -94,11 +94,7 @@ impl ProcFiles {
 
     /// Ends a frame: closes the files of the pids it did not see.
     pub fn end_frame(&mut self) {
-        let mut seen = std::mem::take(&mut self.seen);
-        seen.sort_unstable();
-        self.open.retain(|pid, _| seen.binary_search(pid).is_ok());
-        seen.clear();
-        self.seen = seen;
+        keep_seen(&mut self.open, &mut self.seen);
     }
 }
 
@@ -187,12 +183,16 @@ impl CpuMeter {
 
     /// Ends a frame: forgets the pids it did not see.
     pub fn end_frame(&mut self) {
-        let mut seen = std::mem::take(&mut self.seen);
-        seen.sort_unstable();
-        self.last.retain(|pid, _| seen.binary_search(pid).is_ok());
-        seen.clear();
-        self.seen = seen;
+        keep_seen(&mut self.last, &mut self.seen);
     }
+}
+
+/// Keeps in `by_pid` only the pids in `seen` (those of the frame just
+/// read), and empties `seen` for the next frame, its capacity kept.
+fn keep_seen<V>(by_pid: &mut HashMap<u32, V>, seen: &mut Vec<u32>) {
+    seen.sort_unstable();
+    by_pid.retain(|pid, _| seen.binary_search(pid).is_ok());
+    seen.clear();
 }
 
 #[cfg(test)]

@@ -32,6 +32,10 @@ pub struct Reader {
     board: Option<Scoreboard>,
     /// `--idle-status`, over the master's rule.
     rule: Option<IdleRule>,
+    /// The master's rule as last compiled: its pattern changes only when
+    /// the master is reconfigured, and a regex compiled afresh each frame
+    /// would also match every status with a cold cache.
+    master_rule: Option<IdleRule>,
     files: BoardFiles,
     cpu: CpuMeter,
     proc: ProcFiles,
@@ -45,6 +49,7 @@ impl Reader {
             dir: dir.to_path_buf(),
             board: Some(board),
             rule,
+            master_rule: None,
             files: BoardFiles::default(),
             cpu: CpuMeter::default(),
             proc: ProcFiles::new(),
@@ -78,14 +83,14 @@ impl Reader {
         let snapshot = master_file::read_json(&self.dir);
         let at = Instant::now();
         let master = snapshot.and_then(|json| MasterInfo::from_json(&json, unix_now));
-        let master_rule = master
-            .as_ref()
-            .and_then(|m| m.idle_status.as_deref())
-            .and_then(|p| IdleRule::pattern(p).ok());
+        let pattern = master.as_ref().and_then(|m| m.idle_status.as_deref());
+        if self.master_rule.as_ref().and_then(IdleRule::source) != pattern {
+            self.master_rule = pattern.and_then(|p| IdleRule::pattern(p).ok());
+        }
         let rule = self
             .rule
             .as_ref()
-            .or(master_rule.as_ref())
+            .or(self.master_rule.as_ref())
             .unwrap_or(&IdleRule::Default);
         let stuck_timeout = master.as_ref().and_then(|m| m.stuck_timeout);
         frame.rows = workers

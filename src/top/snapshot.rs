@@ -15,7 +15,7 @@ pub struct SlotInfo {
 }
 
 /// The spare-scaling bounds, when the master scales its pool.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
 pub struct Scaling {
     pub min_workers: Option<u64>,
     pub max_workers: Option<u64>,
@@ -59,19 +59,11 @@ struct Typed<'a> {
     workers: Option<u64>,
     #[serde(default)]
     listen: Vec<String>,
-    scaling: Option<TypedScaling>,
+    scaling: Option<Scaling>,
     idle_status: Option<String>,
     stuck_timeout: Option<f64>,
     #[serde(default, borrow)]
     slots: Vec<TypedSlot<'a>>,
-}
-
-#[derive(serde::Deserialize)]
-struct TypedScaling {
-    min_workers: Option<u64>,
-    max_workers: Option<u64>,
-    min_spare: Option<u64>,
-    max_spare: Option<u64>,
 }
 
 #[derive(serde::Deserialize)]
@@ -111,12 +103,7 @@ impl MasterInfo {
             target: t.workers,
             restarts: t.slots.iter().filter_map(|s| s.restarts).sum(),
             listen: t.listen,
-            scaling: t.scaling.map(|s| Scaling {
-                min_workers: s.min_workers,
-                max_workers: s.max_workers,
-                min_spare: s.min_spare,
-                max_spare: s.max_spare,
-            }),
+            scaling: t.scaling,
             idle_status: t.idle_status,
             stuck_timeout: t
                 .stuck_timeout

@@ -3,6 +3,8 @@
 //! the detail view of one worker's whole status. Any size of terminal is
 //! drawn without a panic: what does not fit is cut.
 
+use std::borrow::Cow;
+
 use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span, Text};
@@ -120,31 +122,44 @@ fn draw_table(
     state: &mut TableState,
     palette: Palette,
 ) {
-    app.page = usize::from(area.height.saturating_sub(1));
+    let room = usize::from(area.height.saturating_sub(1));
+    app.page = room;
     let widths = plain::WIDTHS
         .iter()
         .map(|&w| Constraint::Length(w as u16))
         .chain([Constraint::Fill(1)]);
-    let titles = TableRow::new(plain::TITLES.iter().enumerate().map(|(i, t)| right(i, t)))
+    let titles = TableRow::new(plain::TITLES.iter().enumerate().map(|(i, &t)| right(i, t)))
         .style(Style::default().add_modifier(Modifier::BOLD));
-    let rows = shown.iter().map(|&i| table_row(&frame.rows[i], palette));
-    let table = Table::new(rows, widths)
-        .header(titles)
-        .row_highlight_style(Style::default().add_modifier(Modifier::REVERSED));
     state.select((!shown.is_empty()).then_some(app.cursor));
     // Rows scrolled off the top come back when there is room for them
     // (a taller terminal, fewer rows); ratatui then keeps the cursor in view.
-    let room = usize::from(area.height.saturating_sub(1));
     let most = shown.len().saturating_sub(room);
     if state.offset() > most {
         *state.offset_mut() = most;
     }
-    out.render_stateful_widget(table, area, state);
+    // ratatui builds every row it is given but shows at most `room` of
+    // them, from the offset or as far as the cursor: it is given those, not
+    // a thousand rows' cells per draw. Rows of one line each, it scrolls the
+    // slice as it would scroll the whole table.
+    let (offset, cursor) = (state.offset(), app.cursor);
+    let first = offset.min(cursor);
+    let end = (offset + room).max(cursor + 1).min(shown.len());
+    let rows = shown[first..end]
+        .iter()
+        .map(|&i| table_row(&frame.rows[i], palette));
+    let table = Table::new(rows, widths)
+        .header(titles)
+        .row_highlight_style(Style::default().add_modifier(Modifier::REVERSED));
+    let mut window = TableState::new()
+        .with_offset(offset - first)
+        .with_selected(state.selected().map(|s| s - first));
+    out.render_stateful_widget(table, area, &mut window);
+    *state.offset_mut() = first + window.offset();
 }
 
 /// A cell right-aligned as in the plain table (all but STATE and STATUS).
-fn right(column: usize, text: &str) -> Cell<'static> {
-    let line = Line::from(text.to_string());
+fn right<'a>(column: usize, text: impl Into<Cow<'a, str>>) -> Cell<'a> {
+    let line = Line::from(text.into());
     Cell::from(match column {
         2 | 7 => line,
         _ => line.right_aligned(),
@@ -153,7 +168,7 @@ fn right(column: usize, text: &str) -> Cell<'static> {
 
 fn table_row(row: &Row, palette: Palette) -> TableRow<'static> {
     let cells = plain::cells(row);
-    TableRow::new(cells.iter().enumerate().map(|(i, text)| {
+    TableRow::new(cells.into_iter().enumerate().map(|(i, text)| {
         let cell = right(i, text);
         match i {
             2 => cell.style(palette.state(row.state)),
@@ -307,6 +322,75 @@ mod tests {
         app.detail.as_mut().unwrap().scroll = 1000;
         let text = render(80, 8, &frame(), &mut app);
         assert!(text.contains("second line END"), "{text}");
+    }
+
+    #[test]
+    fn a_long_table_scrolls_as_ratatui_scrolls_all_of_its_rows() {
+        let rows: Vec<Row> = (0..100)
+            .map(|i| row(&(1000 + i).to_string(), Some(i), b"GET /"))
+            .collect();
+        let frame = Frame {
+            dir: "/run/board".into(),
+            counts: Counts::of(&rows),
+            rows,
+            ..Frame::default()
+        };
+        let shown: Vec<usize> = (0..frame.rows.len()).collect();
+        let palette = Palette { colors: true };
+        let mut app = App::new(SortKey::Slot);
+        let (mut drawn, mut whole) = (TableState::default(), TableState::default());
+        let moves = [
+            (0, 12),
+            (8, 12),
+            (12, 12),
+            (40, 12),
+            (99, 12),
+            (95, 12),
+            (70, 12),
+            (70, 40),
+            (20, 5),
+            (0, 2),
+            (99, 1),
+            (50, 200),
+        ];
+        for (cursor, height) in moves {
+            app.cursor = cursor;
+            let area = Rect::new(0, 0, 60, height);
+            let mut terminal = Terminal::new(TestBackend::new(60, height)).unwrap();
+            terminal
+                .draw(|f| draw_table(f, area, &frame, &mut app, &shown, &mut drawn, palette))
+                .unwrap();
+            let ours = terminal.backend().buffer().clone();
+            // The same table given every row, as ratatui draws it.
+            whole.select(Some(cursor));
+            let room = usize::from(height - 1);
+            let most = shown.len().saturating_sub(room);
+            if whole.offset() > most {
+                *whole.offset_mut() = most;
+            }
+            let widths = plain::WIDTHS
+                .iter()
+                .map(|&w| Constraint::Length(w as u16))
+                .chain([Constraint::Fill(1)]);
+            let titles = TableRow::new(plain::TITLES.iter().enumerate().map(|(i, &t)| right(i, t)))
+                .style(Style::default().add_modifier(Modifier::BOLD));
+            let table = Table::new(frame.rows.iter().map(|r| table_row(r, palette)), widths)
+                .header(titles)
+                .row_highlight_style(Style::default().add_modifier(Modifier::REVERSED));
+            terminal
+                .draw(|f| f.render_stateful_widget(table, area, &mut whole))
+                .unwrap();
+            assert_eq!(
+                &ours,
+                terminal.backend().buffer(),
+                "cursor {cursor}, height {height}"
+            );
+            assert_eq!(
+                drawn.offset(),
+                whole.offset(),
+                "cursor {cursor}, height {height}"
+            );
+        }
     }
 
     #[test]
