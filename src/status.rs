@@ -201,7 +201,9 @@ impl Master {
             id: worker.id.clone(),
             uptime: field("since")
                 .and_then(|v| v.as_f64())
-                .map(|t| Duration::from_secs_f64((unix_now() - t).max(0.0))),
+                // A time no master writes (far past, not finite) is no uptime,
+                // not a panic.
+                .and_then(|t| Duration::try_from_secs_f64((unix_now() - t).max(0.0)).ok()),
             since_update: Some(now.duration_since(worker.updated).unwrap_or_default()),
             restarts: field("restarts").and_then(|v| v.as_u64()),
             last_exit: field("last_exit")
@@ -269,4 +271,34 @@ fn to_json(workers: &[LiveWorker], master: Option<&Master>, now: SystemTime) -> 
         entry
     });
     serde_json::Value::Array(entries.collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A master file is on a board anyone may have written: times no master
+    /// writes are shown as unknown, never a panic.
+    #[test]
+    fn times_out_of_range_in_a_master_file_are_no_uptime() {
+        let master = Master::from(serde_json::json!({
+            "master_pid": 7,
+            "started": -1e308,
+            "slots": [{"slot": 0, "pid": 12, "since": -1e308, "restarts": 1}],
+        }));
+        assert!(
+            master.summary.contains("master pid=7"),
+            "{}",
+            master.summary
+        );
+        let worker = LiveWorker {
+            id: "12".into(),
+            updated: SystemTime::now(),
+            status: Status::NotYet,
+        };
+        let row = master.row(&worker, SystemTime::now());
+        assert_eq!(row.slot, Some(0));
+        assert_eq!(row.uptime, None);
+        assert_eq!(row.restarts, Some(1));
+    }
 }
