@@ -10,9 +10,10 @@
 
 use std::collections::HashMap;
 use std::io;
+use std::os::unix::ffi::OsStrExt;
 use std::time::{Duration, SystemTime};
 
-use crate::scoreboard::{LiveWorker, Scoreboard, Status, WatchedFile};
+use crate::scoreboard::{self, LiveWorker, Scoreboard, Status, WatchedFile};
 
 /// A status read is reused while the file's mtime stays the same, if it
 /// was read this long after that mtime: a later write, even within the same
@@ -50,7 +51,7 @@ impl BoardFiles {
                 continue;
             }
             let name = entry.file_name();
-            if let Some(id) = name.to_str().and_then(status_id) {
+            if let Some(id) = scoreboard::worker_id(name.as_bytes()) {
                 ids.push(id.to_string());
             }
         }
@@ -104,24 +105,9 @@ impl BoardFiles {
     }
 }
 
-/// The id in `status_<id>`, as the scoreboard's readers take it: never a
-/// writer's `status_<id>.tmp`.
-fn status_id(name: &str) -> Option<&str> {
-    let id = name.strip_prefix("status_")?;
-    (!id.is_empty() && !id.ends_with(".tmp")).then_some(id)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_status_files_are_workers() {
-        assert_eq!(status_id("status_42"), Some("42"));
-        assert_eq!(status_id("status_42.tmp"), None);
-        assert_eq!(status_id("status_"), None);
-        assert_eq!(status_id("prefork.master"), None);
-    }
 
     #[test]
     fn reads_live_workers_keeps_files_open_and_removes_nothing() {

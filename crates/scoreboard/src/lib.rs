@@ -43,6 +43,7 @@ use std::time::SystemTime;
 
 use dir::BaseDir;
 pub use error::{Error, Result};
+pub use reader::worker_id;
 use reader::Read;
 pub use status::{Status, Unreadable, READ_ATTEMPTS};
 pub use watch::{FileState, WatchedFile};

@@ -88,7 +88,13 @@ pub fn scan(
 /// `status_<id>.tmp`, which a reader must never touch (unlinking it made the
 /// writer's rename fail in Parallel::Scoreboard 0.08).
 pub fn status_id(name: &CStr) -> Option<&str> {
-    let id = name.to_bytes().strip_prefix(b"status_")?;
+    worker_id(name.to_bytes())
+}
+
+/// [`status_id`] of a file name's bytes: the one rule, for readers that
+/// list the directory themselves (`prefork top`).
+pub fn worker_id(name: &[u8]) -> Option<&str> {
+    let id = name.strip_prefix(b"status_")?;
     if id.is_empty() || id.ends_with(b".tmp") {
         return None;
     }
@@ -246,5 +252,19 @@ pub fn mtime(stat: &libc::stat) -> SystemTime {
         UNIX_EPOCH + nanos
     } else {
         UNIX_EPOCH - nanos
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_status_files_are_workers() {
+        assert_eq!(worker_id(b"status_42"), Some("42"));
+        assert_eq!(worker_id(b"status_42.tmp"), None);
+        assert_eq!(worker_id(b"status_"), None);
+        assert_eq!(worker_id(b"prefork.master"), None);
+        assert_eq!(status_id(c"status_7"), Some("7"));
     }
 }
